@@ -1,0 +1,353 @@
+//! Answers admission reviews: `/mutate` stamps and marks, `/validate` denies
+//! and warns. Both read only the request and in-memory state; nothing here
+//! calls the API server.
+
+pub mod patch;
+pub mod review;
+
+use std::{sync::Arc, time::Instant};
+
+use arc_swap::ArcSwap;
+use json_patch::Patch;
+use kube::core::{Status, admission::AdmissionResponse};
+
+use crate::{
+    config::Config,
+    metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
+    object::{self, Kind, ObjectView, PodSpecRef},
+    policy::{self, IGNORE_ANNOTATION, Verdict},
+    rules::{self, Context, Finding, SecretIndex},
+};
+use review::{API_VERSION, KIND, ReviewIn, present, salvage_uid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("body is not a JSON AdmissionReview: {0}")]
+    Malformed(serde_json::Error),
+    #[error(
+        "expected apiVersion {API_VERSION} kind {KIND}, got apiVersion {api_version:?} kind {kind:?}"
+    )]
+    WrongType { api_version: String, kind: String },
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("request.uid is missing or empty")]
+    MissingUid,
+    #[error("request.object is missing")]
+    MissingObject,
+    #[error("request.{field} is not a readable {kind}: {source}")]
+    BadObject {
+        field: &'static str,
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the response: {0}")]
+    Encode(String),
+}
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub struct Webhook {
+    config: Arc<ArcSwap<Config>>,
+    secrets: Arc<dyn SecretIndex>,
+    metrics: Arc<Metrics>,
+}
+
+struct Outcome {
+    response: AdmissionResponse,
+    kind: &'static str,
+    decision: &'static str,
+}
+
+impl Webhook {
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        secrets: Arc<dyn SecretIndex>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            secrets,
+            metrics,
+        }
+    }
+
+    /// Answers one review. Never panics on any input; a review that cannot
+    /// be read is answered under its uid when one can be found, and with
+    /// HTTP 400 otherwise.
+    pub fn review(&self, endpoint: Endpoint, body: &[u8]) -> Reply {
+        let started = Instant::now();
+        let (reply, kind, decision) = match self.handle(endpoint, body) {
+            Ok(o) => match encode(o.response) {
+                Ok(body) => (Reply { status: 200, body }, o.kind, o.decision),
+                Err(e) => (bad_request(&e), o.kind, "error"),
+            },
+            Err(e) => {
+                tracing::warn!(webhook = endpoint.as_str(), error = %e, "unusable admission review");
+                let reply = match salvage_uid(body) {
+                    Some(uid) => {
+                        let mut r = AdmissionResponse::invalid(e.to_string());
+                        r.uid = uid;
+                        r.result.code = 400;
+                        encode(r)
+                            .map_or_else(|e| bad_request(&e), |body| Reply { status: 200, body })
+                    }
+                    None => bad_request(&e),
+                };
+                (reply, "unknown", "error")
+            }
+        };
+        let webhook = endpoint.as_str();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                webhook,
+                kind,
+                decision,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&WebhookLabels { webhook })
+            .observe(started.elapsed().as_secs_f64());
+        reply
+    }
+
+    fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, AdmissionError> {
+        let review: ReviewIn = serde_json::from_slice(body).map_err(AdmissionError::Malformed)?;
+        let (api_version, kind) = (review.api_version.as_deref(), review.kind.as_deref());
+        if api_version != Some(API_VERSION) || kind != Some(KIND) {
+            return Err(AdmissionError::WrongType {
+                api_version: api_version.unwrap_or_default().to_owned(),
+                kind: kind.unwrap_or_default().to_owned(),
+            });
+        }
+        let req = review.request.ok_or(AdmissionError::MissingRequest)?;
+        let uid = req
+            .uid
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .ok_or(AdmissionError::MissingUid)?;
+        let mut response = allowed(uid);
+
+        let gk = req.kind.as_ref();
+        let Some(kind) = gk.and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind)) else {
+            let (group, name) = gk.map_or(("", ""), |gk| (&*gk.group, &*gk.kind));
+            response.warnings = Some(vec![rules::truncate_chars(
+                format!(
+                    "issuer-guard does not judge {group}/{name}; check the webhook registration's rules"
+                ),
+                rules::MAX_WARNING_CHARS,
+            )]);
+            return Ok(Outcome {
+                response,
+                kind: "other",
+                decision: "unjudged",
+            });
+        };
+        let outcome = |response, decision| Outcome {
+            response,
+            kind: kind.as_str(),
+            decision,
+        };
+        // Ephemeral containers arrive through their own subresource and can
+        // read tokens like any container; other subresources (status, scale)
+        // cannot change how a pod gets its token.
+        let judged_subresource = matches!(
+            req.sub_resource.as_deref(),
+            None | Some("") | Some("ephemeralcontainers")
+        );
+        let operation = req.operation.as_deref().unwrap_or_default();
+        let update = operation == "UPDATE";
+        if !judged_subresource || !(operation == "CREATE" || update) {
+            return Ok(outcome(response, "allowed"));
+        }
+
+        let raw = present(req.object).ok_or(AdmissionError::MissingObject)?;
+        let obj: ObjectView =
+            serde_json::from_str(raw.get()).map_err(|source| AdmissionError::BadObject {
+                field: "object",
+                kind: kind.as_str(),
+                source,
+            })?;
+        let namespace = req
+            .namespace
+            .as_deref()
+            .or(obj.meta().namespace.as_deref())
+            .unwrap_or_default();
+        let config = self.config.load();
+        if config.is_exempt(namespace) {
+            return Ok(outcome(response, "exempt"));
+        }
+        let ctx = Context {
+            rotation: &config.rotation,
+            current_issuer: &config.generation.issuer,
+            secrets: &*self.secrets,
+        };
+
+        let pod = PodSpecRef::locate(kind, &obj);
+        let mut findings = Vec::new();
+        if let Some(pod) = &pod {
+            rules::judge(pod, &ctx, namespace, &mut findings);
+        }
+        let old_findings = match present(req.old_object).filter(|_| update) {
+            Some(old) => Some(old_findings(kind, old.get(), &ctx, namespace)?),
+            None => None,
+        };
+        let ignore = pod
+            .as_ref()
+            .and_then(|p| p.template_meta.annotations.get(IGNORE_ANNOTATION));
+        let verdict = policy::decide(&config, findings, ignore, old_findings.as_deref());
+
+        match endpoint {
+            Endpoint::Mutate => {
+                let ops = mutation(kind, update, &obj, &config, &verdict);
+                if ops.is_empty() {
+                    return Ok(outcome(response, "allowed"));
+                }
+                let response = response
+                    .with_patch(Patch(ops))
+                    .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+                Ok(outcome(response, "patched"))
+            }
+            Endpoint::Validate => {
+                self.count_findings(&verdict);
+                let warnings = verdict.warnings();
+                if let Some(risks) = verdict.risks_value() {
+                    response.audit_annotations.insert("risks".to_owned(), risks);
+                }
+                let decision = if verdict.is_denied() {
+                    let meta = obj.meta();
+                    let name = meta
+                        .name
+                        .as_deref()
+                        .or(req.name.as_deref())
+                        .filter(|n| !n.is_empty())
+                        .map_or_else(
+                            || format!("{}*", meta.generate_name.as_deref().unwrap_or_default()),
+                            str::to_owned,
+                        );
+                    response = response.deny(verdict.deny_message(kind.as_str(), &name));
+                    response.result.code = 403;
+                    response.result.reason = "Forbidden".to_owned();
+                    "denied"
+                } else if warnings.is_empty() {
+                    "allowed"
+                } else {
+                    "warned"
+                };
+                if !warnings.is_empty() {
+                    response.warnings = Some(warnings);
+                }
+                Ok(outcome(response, decision))
+            }
+        }
+    }
+
+    fn count_findings(&self, verdict: &Verdict) {
+        for d in &verdict.decided {
+            self.metrics
+                .findings
+                .get_or_create(&FindingLabels {
+                    rule: d.finding.rule.as_str(),
+                    action: d.action.as_str(),
+                })
+                .inc();
+        }
+    }
+}
+
+fn old_findings(
+    kind: Kind,
+    raw: &str,
+    ctx: &Context<'_>,
+    namespace: &str,
+) -> Result<Vec<Finding>, AdmissionError> {
+    let old: ObjectView =
+        serde_json::from_str(raw).map_err(|source| AdmissionError::BadObject {
+            field: "oldObject",
+            kind: kind.as_str(),
+            source,
+        })?;
+    let mut findings = Vec::new();
+    if let Some(pod) = PodSpecRef::locate(kind, &old) {
+        rules::judge(&pod, ctx, namespace, &mut findings);
+    }
+    Ok(findings)
+}
+
+/// New Pods get the generation stamp; every judged object gets the at-risk
+/// marks set or cleared. Pods are not re-stamped on UPDATE: the stamp records
+/// the generation they were created under.
+fn mutation(
+    kind: Kind,
+    update: bool,
+    obj: &ObjectView<'_>,
+    config: &Config,
+    verdict: &Verdict,
+) -> Vec<json_patch::PatchOperation> {
+    if kind == Kind::Pod && update {
+        return Vec::new();
+    }
+    let risks = verdict.risks_value();
+    let at_risk = risks.as_ref().map(|_| "true");
+    let g = &config.generation;
+    if kind == Kind::Pod {
+        patch::marks(
+            obj.metadata.as_ref(),
+            &[
+                (object::GENERATION_LABEL, Some(&g.label_value)),
+                (object::AT_RISK_LABEL, at_risk),
+            ],
+            &[
+                (object::ISSUER_ANNOTATION, Some(&g.issuer)),
+                (object::KEY_ID_ANNOTATION, Some(&g.key_id)),
+                (object::RISKS_ANNOTATION, risks.as_deref()),
+            ],
+        )
+    } else {
+        patch::marks(
+            obj.metadata.as_ref(),
+            &[(object::AT_RISK_LABEL, at_risk)],
+            &[(object::RISKS_ANNOTATION, risks.as_deref())],
+        )
+    }
+}
+
+fn allowed(uid: &str) -> AdmissionResponse {
+    let mut r = AdmissionResponse::invalid("");
+    r.uid = uid.to_owned();
+    r.allowed = true;
+    r.result = Status::success();
+    r
+}
+
+fn encode(response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
+    serde_json::to_vec(&response.into_review()).map_err(|e| AdmissionError::Encode(e.to_string()))
+}
+
+fn bad_request(e: &AdmissionError) -> Reply {
+    let body = serde_json::json!({ "error": e.to_string() })
+        .to_string()
+        .into_bytes();
+    Reply { status: 400, body }
+}

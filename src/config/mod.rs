@@ -1,0 +1,330 @@
+//! Configuration: the declared issuer generation, the rotation in progress,
+//! the mode and per-rule overrides. Parsed from YAML into a runtime form that
+//! the rules read without further lookups.
+
+mod file;
+mod pattern;
+
+use std::path::{Path, PathBuf};
+
+pub use pattern::{Pattern, glob_match};
+
+use crate::rules::RuleId;
+use file::{ConfigFile, RotationFile};
+
+/// The configuration used when no file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+
+const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const DEFAULT_GRACE_SECONDS: u64 = 86_400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+impl ConfigError {
+    fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// What happens to a finding. Ordered by strength, so that combining two
+/// decisions is a `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Not reported.
+    Off,
+    /// Reported as an admission warning.
+    Warn,
+    /// Reported as a warning and marked on the object (`issuer-guard.io/at-risk`).
+    Label,
+    /// The request is rejected.
+    Deny,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Off => "off",
+            Action::Warn => "warn",
+            Action::Label => "label",
+            Action::Deny => "deny",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Action> {
+        match s {
+            "off" => Some(Action::Off),
+            "warn" => Some(Action::Warn),
+            "label" => Some(Action::Label),
+            "deny" => Some(Action::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// The issuer generation new pods are stamped with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub number: u64,
+    pub issuer: String,
+    pub key_id: String,
+    /// `number` as a label value, formatted once instead of per review.
+    pub label_value: String,
+}
+
+impl Generation {
+    pub fn new(number: u64, issuer: impl Into<String>, key_id: impl Into<String>) -> Self {
+        Self {
+            number,
+            issuer: issuer.into(),
+            key_id: key_id.into(),
+            label_value: number.to_string(),
+        }
+    }
+}
+
+/// The rotation in progress. A rotation is declared when something is
+/// retiring; everything else only refines it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    pub retiring_issuers: Vec<String>,
+    pub retiring_key_ids: Vec<String>,
+    pub grace_seconds: u64,
+    pub api_audiences: Vec<String>,
+    pub trusted_audiences: Vec<Pattern>,
+    pub federated_audiences: Vec<Pattern>,
+}
+
+impl Rotation {
+    pub fn declared(&self) -> bool {
+        self.issuer_retiring() || self.key_retiring()
+    }
+
+    pub fn issuer_retiring(&self) -> bool {
+        !self.retiring_issuers.is_empty()
+    }
+
+    pub fn key_retiring(&self) -> bool {
+        !self.retiring_key_ids.is_empty()
+    }
+
+    /// Whether an explicit token audience dies when the retiring issuers go.
+    /// With `--api-audiences` unset the API server accepts exactly its
+    /// issuers as audiences, so a retiring issuer URL stops being one; when
+    /// it is set explicitly, only what it lists is accepted.
+    pub fn audience_retires(&self, audience: &str) -> bool {
+        self.retiring_issuers.iter().any(|i| i == audience)
+            && !self.api_audiences.iter().any(|a| a == audience)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub generation: Generation,
+    pub rotation: Rotation,
+    pub mode: Mode,
+    /// Indexed by [`RuleId::index`].
+    pub overrides: [Option<Action>; RuleId::ALL.len()],
+    pub exempt_namespaces: Vec<String>,
+}
+
+impl Config {
+    pub fn embedded_default() -> Self {
+        // The embedded file is part of the binary and covered by tests, so a
+        // failure here is a build defect, not an operator error.
+        Self::parse(EMBEDDED_DEFAULT).expect("embedded default config is valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        // YAML goes through a JSON value first so that serde_path_to_error can
+        // name the exact field of a type error or an unknown key.
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?
+        };
+        let value = match value {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            v => v,
+        };
+        let file: ConfigFile = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::field(
+                if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
+                e.into_inner().to_string(),
+            )
+        })?;
+        Self::from_file(file)
+    }
+
+    fn from_file(file: ConfigFile) -> Result<Self, ConfigError> {
+        let generation = {
+            let s = file.generation.and_then(|g| g.static_).unwrap_or_default();
+            let number = s.number.unwrap_or(1);
+            if number == 0 {
+                return Err(ConfigError::field(
+                    "generation.static.number",
+                    "must be 1 or more",
+                ));
+            }
+            let issuer = s.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+            if issuer.trim().is_empty() {
+                return Err(ConfigError::field(
+                    "generation.static.issuer",
+                    "must not be empty",
+                ));
+            }
+            Generation::new(number, issuer, s.key_id.unwrap_or_default())
+        };
+
+        let rotation = rotation_from(file.rotation.unwrap_or_default(), &generation)?;
+
+        let mode = match file.mode.as_deref() {
+            None | Some("enforce") => Mode::Enforce,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                return Err(ConfigError::field(
+                    "mode",
+                    format!("unknown mode {other:?}; expected enforce or audit"),
+                ));
+            }
+        };
+
+        let mut overrides = [None; RuleId::ALL.len()];
+        for (rule, action) in file.rules.unwrap_or_default() {
+            let id = RuleId::parse(&rule).ok_or_else(|| {
+                ConfigError::field(
+                    format!("rules.{rule}"),
+                    format!("unknown rule; known rules are {}", known_rules()),
+                )
+            })?;
+            let action = Action::parse(&action).ok_or_else(|| {
+                ConfigError::field(
+                    format!("rules.{rule}"),
+                    format!("unknown action {action:?}; expected deny, warn, label or off"),
+                )
+            })?;
+            overrides[id.index()] = Some(action);
+        }
+
+        let exempt_namespaces = file
+            .exempt_namespaces
+            .unwrap_or_else(|| vec!["kube-system".to_owned()]);
+        if let Some(i) = exempt_namespaces.iter().position(|n| n.is_empty()) {
+            return Err(ConfigError::field(
+                format!("exemptNamespaces[{i}]"),
+                "must not be empty",
+            ));
+        }
+
+        Ok(Config {
+            generation,
+            rotation,
+            mode,
+            overrides,
+            exempt_namespaces,
+        })
+    }
+
+    pub fn is_exempt(&self, namespace: &str) -> bool {
+        self.exempt_namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+fn rotation_from(r: RotationFile, generation: &Generation) -> Result<Rotation, ConfigError> {
+    non_empty_entries("rotation.retiringIssuers", &r.retiring_issuers)?;
+    non_empty_entries("rotation.retiringKeyIds", &r.retiring_key_ids)?;
+    non_empty_entries("rotation.apiAudiences", &r.api_audiences)?;
+    non_empty_entries("rotation.trustedAudiences", &r.trusted_audiences)?;
+    non_empty_entries("rotation.federatedAudiences", &r.federated_audiences)?;
+    // Retiring what new pods are stamped with is a contradiction that would
+    // make every stamp a lie, so it is caught here rather than at review time.
+    if let Some(i) = r
+        .retiring_issuers
+        .iter()
+        .position(|i| *i == generation.issuer)
+    {
+        return Err(ConfigError::field(
+            format!("rotation.retiringIssuers[{i}]"),
+            "is the current issuer (generation.static.issuer); the current issuer cannot retire",
+        ));
+    }
+    if !generation.key_id.is_empty()
+        && let Some(i) = r
+            .retiring_key_ids
+            .iter()
+            .position(|k| *k == generation.key_id)
+    {
+        return Err(ConfigError::field(
+            format!("rotation.retiringKeyIds[{i}]"),
+            "is the current signing key (generation.static.keyId); the current key cannot retire",
+        ));
+    }
+    let grace_seconds = r.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace_seconds == 0 {
+        return Err(ConfigError::field(
+            "rotation.graceSeconds",
+            "must be 1 or more",
+        ));
+    }
+    Ok(Rotation {
+        retiring_issuers: r.retiring_issuers,
+        retiring_key_ids: r.retiring_key_ids,
+        grace_seconds,
+        api_audiences: r.api_audiences,
+        trusted_audiences: r.trusted_audiences.into_iter().map(Pattern::new).collect(),
+        federated_audiences: r
+            .federated_audiences
+            .into_iter()
+            .map(Pattern::new)
+            .collect(),
+    })
+}
+
+fn non_empty_entries(field: &str, values: &[String]) -> Result<(), ConfigError> {
+    match values.iter().position(|v| v.trim().is_empty()) {
+        Some(i) => Err(ConfigError::field(
+            format!("{field}[{i}]"),
+            "must not be empty",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn known_rules() -> String {
+    RuleId::ALL.map(RuleId::as_str).join(", ")
+}
+
+#[cfg(test)]
+mod tests;

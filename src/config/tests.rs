@@ -1,0 +1,137 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn embedded_default_is_generation_one_enforce_no_rotation() {
+    let c = Config::embedded_default();
+    assert_eq!(c.generation.number, 1);
+    assert_eq!(c.generation.label_value, "1");
+    assert_eq!(c.generation.issuer, DEFAULT_ISSUER);
+    assert_eq!(c.generation.key_id, "");
+    assert_eq!(c.mode, Mode::Enforce);
+    assert!(!c.rotation.declared());
+    assert_eq!(c.rotation.grace_seconds, 86_400);
+    assert!(c.is_exempt("kube-system"));
+    assert!(!c.is_exempt("default"));
+    assert!(c.overrides.iter().all(Option::is_none));
+}
+
+#[test]
+fn empty_file_equals_embedded_default() {
+    assert_eq!(Config::parse("").unwrap(), Config::embedded_default());
+    assert_eq!(Config::parse("{}\n").unwrap(), Config::embedded_default());
+}
+
+#[test]
+fn full_file_parses() {
+    let c = Config::parse(
+        r#"
+generation:
+  static: {number: 3, issuer: "https://new.example.com", keyId: "kid-b"}
+rotation:
+  retiringIssuers: ["https://old.example.com"]
+  retiringKeyIds: ["kid-a"]
+  graceSeconds: 3600
+  apiAudiences: []
+  trustedAudiences: ["sts.amazonaws.com"]
+  federatedAudiences: ["vault-jwt-*"]
+mode: audit
+rules: {token-subpath: deny, refresh-exceeds-grace: off}
+exemptNamespaces: [kube-system, issuer-guard]
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.generation,
+        Generation::new(3, "https://new.example.com", "kid-b")
+    );
+    assert!(c.rotation.issuer_retiring() && c.rotation.key_retiring());
+    assert_eq!(c.rotation.grace_seconds, 3600);
+    assert!(c.rotation.trusted_audiences[0].matches("sts.amazonaws.com"));
+    assert!(c.rotation.federated_audiences[0].matches("vault-jwt-prod"));
+    assert_eq!(c.mode, Mode::Audit);
+    assert_eq!(
+        c.overrides[RuleId::TokenSubpath.index()],
+        Some(Action::Deny)
+    );
+    assert_eq!(
+        c.overrides[RuleId::RefreshExceedsGrace.index()],
+        Some(Action::Off)
+    );
+    assert_eq!(c.overrides[RuleId::LegacyTokenEnv.index()], None);
+    assert!(c.is_exempt("issuer-guard"));
+}
+
+#[test]
+fn empty_rotation_is_not_declared() {
+    let c = Config::parse("rotation: {graceSeconds: 60}").unwrap();
+    assert!(!c.rotation.declared());
+}
+
+#[test]
+fn unknown_fields_are_named() {
+    let e = err("rotation:\n  retiringIssuer: [x]\n");
+    assert!(e.contains("rotation"), "{e}");
+    assert!(e.contains("retiringIssuer"), "{e}");
+    let e = err("generation:\n  static: {number: 1, kid: x}\n");
+    assert!(e.contains("generation.static"), "{e}");
+    assert!(e.contains("kid"), "{e}");
+    let e = err("modes: audit\n");
+    assert!(e.contains("modes"), "{e}");
+}
+
+#[test]
+fn invalid_values_are_named() {
+    assert!(err("mode: strict").contains("`mode`"));
+    assert!(err("rules: {token-subpath: block}").contains("`rules.token-subpath`"));
+    assert!(err("rules: {no-such-rule: deny}").contains("`rules.no-such-rule`"));
+    assert!(err("rotation: {graceSeconds: 0}").contains("`rotation.graceSeconds`"));
+    assert!(err("rotation: {graceSeconds: -5}").contains("rotation.graceSeconds"));
+    assert!(err("rotation: {graceSeconds: soon}").contains("rotation.graceSeconds"));
+    assert!(err("generation: {static: {number: 0}}").contains("`generation.static.number`"));
+    assert!(err("rotation: {retiringIssuers: ['']}").contains("`rotation.retiringIssuers[0]`"));
+    assert!(err("exemptNamespaces: ['']").contains("`exemptNamespaces[0]`"));
+}
+
+#[test]
+fn current_issuer_or_key_cannot_retire() {
+    let e = err(
+        "generation: {static: {issuer: 'https://a'}}\nrotation: {retiringIssuers: ['https://b', 'https://a']}",
+    );
+    assert!(e.contains("`rotation.retiringIssuers[1]`"), "{e}");
+    let e = err("generation: {static: {keyId: k1}}\nrotation: {retiringKeyIds: [k1]}");
+    assert!(e.contains("`rotation.retiringKeyIds[0]`"), "{e}");
+}
+
+#[test]
+fn malformed_yaml_is_an_error_not_a_panic() {
+    assert!(matches!(
+        Config::parse("rotation: [unclosed"),
+        Err(ConfigError::Yaml(_))
+    ));
+    assert!(matches!(
+        Config::parse("- a\n- b\n"),
+        Err(ConfigError::Field { .. })
+    ));
+}
+
+#[test]
+fn explicit_api_audiences_keep_a_retiring_issuer_alive() {
+    let c = Config::parse("rotation: {retiringIssuers: ['https://old']}").unwrap();
+    assert!(c.rotation.audience_retires("https://old"));
+    assert!(!c.rotation.audience_retires("https://other"));
+    let c = Config::parse(
+        "rotation: {retiringIssuers: ['https://old'], apiAudiences: ['https://old']}",
+    )
+    .unwrap();
+    assert!(!c.rotation.audience_retires("https://old"));
+}
+
+#[test]
+fn load_names_a_missing_file() {
+    let e = Config::load(Path::new("/nonexistent/issuer-guard.yaml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/issuer-guard.yaml"));
+}

@@ -1,0 +1,118 @@
+//! Prometheus metrics, served as text on the health listener's /metrics.
+//! Label values are `&'static str` so recording a request allocates nothing.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub webhook: &'static str,
+    pub kind: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub rule: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<WebhookLabels, Histogram>,
+    pub findings: Family<FindingLabels, Counter>,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub legacy_token_secrets: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    // 50µs .. ~3.3s: a review is sub-millisecond; the top buckets catch stalls.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("issuer_guard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let findings = Family::<FindingLabels, Counter>::default();
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        let legacy_token_secrets = Gauge::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by webhook, object kind and decision",
+            requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review, from body received to response encoded",
+            duration.clone(),
+        );
+        registry.register(
+            "findings",
+            "Rule findings reported, by rule and the action taken",
+            findings.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads from disk, by result",
+            tls_reloads.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration file reloads, by result",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "legacy_token_secrets",
+            "Legacy service-account token Secrets known from the cluster watch",
+            legacy_token_secrets.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            findings,
+            tls_reloads,
+            config_reloads,
+            legacy_token_secrets,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

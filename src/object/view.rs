@@ -1,0 +1,200 @@
+//! A read-only view of the parts of a Pod or workload the rules look at.
+//!
+//! Unknown fields are skipped, not kept: this view is only ever read. Patches
+//! are built as paths into the raw request object, never by serializing it.
+//! `null` is accepted wherever a list or map is, because clients send it.
+
+use serde::{Deserialize, Deserializer};
+
+use super::{Marks, Text};
+
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ObjectView<'a> {
+    #[serde(default)]
+    pub kind: Option<Text<'a>>,
+    /// `None` when absent or null: a patch must then create it.
+    #[serde(default)]
+    pub metadata: Option<MetaView<'a>>,
+    /// A Pod's spec, or the spec of a workload that holds a template.
+    #[serde(default)]
+    pub spec: Option<Box<SpecView<'a>>>,
+    /// A PodTemplate keeps its template at the top level.
+    #[serde(default)]
+    pub template: Option<Box<TemplateView<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct MetaView<'a> {
+    #[serde(default)]
+    pub name: Option<Text<'a>>,
+    #[serde(default)]
+    pub generate_name: Option<Text<'a>>,
+    #[serde(default)]
+    pub namespace: Option<Text<'a>>,
+    #[serde(default)]
+    pub labels: Marks<'a>,
+    #[serde(default)]
+    pub annotations: Marks<'a>,
+}
+
+/// The union of a PodSpec and the specs of the workloads that wrap one
+/// (`template` for most, `jobTemplate` for CronJobs). Which part applies is
+/// decided by kind in [`super::PodSpecRef::locate`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct SpecView<'a> {
+    #[serde(default, deserialize_with = "nullable")]
+    pub containers: Vec<ContainerView<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_containers: Vec<ContainerView<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ephemeral_containers: Vec<ContainerView<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub volumes: Vec<VolumeView<'a>>,
+    #[serde(default)]
+    pub template: Option<Box<TemplateView<'a>>>,
+    #[serde(default)]
+    pub job_template: Option<Box<TemplateView<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct TemplateView<'a> {
+    #[serde(default, deserialize_with = "nullable")]
+    pub metadata: MetaView<'a>,
+    #[serde(default)]
+    pub spec: Option<Box<SpecView<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ContainerView<'a> {
+    #[serde(default)]
+    pub name: Text<'a>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub env: Vec<EnvVarView<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub env_from: Vec<EnvFromView<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub volume_mounts: Vec<MountView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct EnvVarView<'a> {
+    #[serde(default)]
+    pub name: Text<'a>,
+    #[serde(default)]
+    pub value_from: Option<EnvVarSourceView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct EnvVarSourceView<'a> {
+    #[serde(default)]
+    pub secret_key_ref: Option<KeyRefView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct KeyRefView<'a> {
+    #[serde(default)]
+    pub name: Option<Text<'a>>,
+    #[serde(default)]
+    pub key: Option<Text<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct EnvFromView<'a> {
+    #[serde(default)]
+    pub secret_ref: Option<KeyRefView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct MountView<'a> {
+    #[serde(default)]
+    pub name: Text<'a>,
+    #[serde(default)]
+    pub mount_path: Text<'a>,
+    #[serde(default)]
+    pub sub_path: Option<Text<'a>>,
+    #[serde(default)]
+    pub sub_path_expr: Option<Text<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct VolumeView<'a> {
+    #[serde(default)]
+    pub name: Text<'a>,
+    #[serde(default)]
+    pub secret: Option<SecretVolumeView<'a>>,
+    #[serde(default)]
+    pub projected: Option<ProjectedView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct SecretVolumeView<'a> {
+    #[serde(default)]
+    pub secret_name: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub items: Vec<KeyToPathView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct KeyToPathView<'a> {
+    #[serde(default)]
+    pub key: Text<'a>,
+    #[serde(default)]
+    pub path: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ProjectedView<'a> {
+    #[serde(default, deserialize_with = "nullable")]
+    pub sources: Vec<ProjectionView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ProjectionView<'a> {
+    #[serde(default)]
+    pub service_account_token: Option<TokenProjectionView<'a>>,
+    #[serde(default)]
+    pub secret: Option<SecretProjectionView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct TokenProjectionView<'a> {
+    #[serde(default)]
+    pub audience: Option<Text<'a>>,
+    #[serde(default)]
+    pub expiration_seconds: Option<i64>,
+    #[serde(default)]
+    pub path: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct SecretProjectionView<'a> {
+    #[serde(default)]
+    pub name: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub items: Vec<KeyToPathView<'a>>,
+}

@@ -1,0 +1,179 @@
+//! Turns findings into actions: the mode's default for certain findings and
+//! hazards, per-rule overrides, the opt-out annotation, and leniency for
+//! findings an UPDATE did not introduce.
+
+use std::fmt::Write;
+
+use crate::{
+    config::{Action, Config, Mode},
+    rules::{Finding, MAX_WARNING_CHARS, RuleId, truncate_chars},
+};
+
+/// The annotation listing rules an object opts out of, comma-separated.
+pub const IGNORE_ANNOTATION: &str = "issuer-guard.io/ignore";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub finding: Finding,
+    pub action: Action,
+    /// A deny relaxed because the old object already had this finding.
+    pub grandfathered: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub decided: Vec<Decided>,
+    /// Rules the object opted out of, with how many findings each hid.
+    pub opted_out: Vec<(RuleId, usize)>,
+    /// Entries of the opt-out annotation that name no rule.
+    pub unknown_opt_outs: Vec<String>,
+}
+
+/// The action for a finding before overrides: in enforce mode a certain
+/// breakage is denied, everything else is warned about and labelled.
+pub fn default_action(mode: Mode, certain: bool) -> Action {
+    match (mode, certain) {
+        (Mode::Enforce, true) => Action::Deny,
+        _ => Action::Label,
+    }
+}
+
+/// Decides every finding. `old` holds the old object's findings on UPDATE.
+pub fn decide(
+    config: &Config,
+    findings: Vec<Finding>,
+    ignore: Option<&str>,
+    old: Option<&[Finding]>,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut ignored = [false; RuleId::ALL.len()];
+    for entry in ignore
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match RuleId::parse(entry) {
+            Some(rule) => {
+                if !ignored[rule.index()] {
+                    ignored[rule.index()] = true;
+                    verdict.opted_out.push((rule, 0));
+                }
+            }
+            None => verdict.unknown_opt_outs.push(entry.to_owned()),
+        }
+    }
+    for finding in findings {
+        if ignored[finding.rule.index()] {
+            if let Some(entry) = verdict
+                .opted_out
+                .iter_mut()
+                .find(|(r, _)| *r == finding.rule)
+            {
+                entry.1 += 1;
+            }
+            continue;
+        }
+        let mut action = config.overrides[finding.rule.index()]
+            .unwrap_or_else(|| default_action(config.mode, finding.certain));
+        if action == Action::Off {
+            continue;
+        }
+        let mut grandfathered = false;
+        if action == Action::Deny
+            && old.is_some_and(|old| old.iter().any(|o| o.identity() == finding.identity()))
+        {
+            // Existing workloads must still scale and roll; the finding stays
+            // visible as a warning and a label.
+            action = Action::Label;
+            grandfathered = true;
+        }
+        verdict.decided.push(Decided {
+            finding,
+            action,
+            grandfathered,
+        });
+    }
+    verdict
+}
+
+impl Verdict {
+    pub fn denied(&self) -> impl Iterator<Item = &Decided> {
+        self.decided.iter().filter(|d| d.action == Action::Deny)
+    }
+
+    pub fn is_denied(&self) -> bool {
+        self.denied().next().is_some()
+    }
+
+    /// Rule ids that mark the object at risk, sorted and without repeats.
+    pub fn at_risk_rules(&self) -> Vec<RuleId> {
+        let mut rules: Vec<RuleId> = self
+            .decided
+            .iter()
+            .filter(|d| d.action >= Action::Label)
+            .map(|d| d.finding.rule)
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
+
+    /// The value of the `issuer-guard.io/risks` annotation.
+    pub fn risks_value(&self) -> Option<String> {
+        let rules = self.at_risk_rules();
+        (!rules.is_empty()).then(|| {
+            rules
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
+    /// Warning lines for the API client: non-denied findings and opt-outs.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .decided
+            .iter()
+            .filter(|d| matches!(d.action, Action::Warn | Action::Label))
+            .map(|d| d.finding.warning())
+            .collect();
+        if !self.opted_out.is_empty() {
+            let mut line = format!("issuer-guard: {IGNORE_ANNOTATION} opts out of");
+            for (i, (rule, hidden)) in self.opted_out.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                let _ = write!(line, "{sep}{rule} ({hidden} hidden)");
+            }
+            out.push(truncate_chars(line, MAX_WARNING_CHARS));
+        }
+        if !self.unknown_opt_outs.is_empty() {
+            out.push(truncate_chars(
+                format!(
+                    "issuer-guard: {IGNORE_ANNOTATION} names unknown rules: {}",
+                    self.unknown_opt_outs.join(", ")
+                ),
+                MAX_WARNING_CHARS,
+            ));
+        }
+        out
+    }
+
+    /// The denial text: every denied finding in full, then the way out.
+    pub fn deny_message(&self, kind: &str, name: &str) -> String {
+        let denied: Vec<&Decided> = self.denied().collect();
+        let mut msg = format!(
+            "issuer-guard denied {kind} \"{name}\": {} finding(s) certain to break its service-account tokens under the declared rotation.",
+            denied.len()
+        );
+        for (i, d) in denied.iter().enumerate() {
+            let _ = write!(msg, " ({}) {}", i + 1, d.finding.describe());
+        }
+        let _ = write!(
+            msg,
+            " To accept the risk, list the rule in annotation {IGNORE_ANNOTATION} on the {}.",
+            if kind == "Pod" { "pod" } else { "pod template" }
+        );
+        msg
+    }
+}

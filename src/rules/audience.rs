@@ -1,0 +1,111 @@
+//! Audiences of relying parties that validate tokens themselves, through the
+//! issuer's OIDC discovery, rather than through the API server's TokenReview.
+//! Only these care about the issuer URL itself. In-cluster parties (istiod,
+//! Linkerd, SPIRE's k8s_psat, Vault's kubernetes auth) ask the API server,
+//! which accepts every configured issuer, so they are deliberately absent.
+
+use crate::config::{Rotation, glob_match};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FederatedParty<'r> {
+    AwsIrsa,
+    AzureWorkloadIdentity,
+    GcpWorkloadIdentityFederation,
+    /// Matched by a `rotation.federatedAudiences` pattern.
+    Configured(&'r str),
+}
+
+impl FederatedParty<'_> {
+    pub fn describe(&self) -> String {
+        match self {
+            FederatedParty::AwsIrsa => "AWS STS (IRSA)".to_owned(),
+            FederatedParty::AzureWorkloadIdentity => "Azure AD (workload identity)".to_owned(),
+            FederatedParty::GcpWorkloadIdentityFederation => {
+                "GCP workload identity federation".to_owned()
+            }
+            FederatedParty::Configured(p) => {
+                format!("the party configured in rotation.federatedAudiences ({p})")
+            }
+        }
+    }
+}
+
+const AWS: [&str; 3] = [
+    "sts.amazonaws.com",
+    "sts.*.amazonaws.com",
+    "sts.amazonaws.com.cn",
+];
+// Sovereign clouds append a suffix (AzureADTokenExchangeUSGov, ...China).
+const AZURE: &str = "api://AzureADTokenExchange*";
+// Both `//iam.googleapis.com/...` and `https://iam.googleapis.com/...` forms.
+const GCP: &str = "*iam.googleapis.com/projects/*/workloadIdentityPools/*";
+
+/// The outside party that validates tokens for `audience`, if any.
+pub fn federated_party<'r>(audience: &str, rotation: &'r Rotation) -> Option<FederatedParty<'r>> {
+    if AWS.iter().any(|p| glob_match(p, audience)) {
+        return Some(FederatedParty::AwsIrsa);
+    }
+    if glob_match(AZURE, audience) {
+        return Some(FederatedParty::AzureWorkloadIdentity);
+    }
+    if glob_match(GCP, audience) {
+        return Some(FederatedParty::GcpWorkloadIdentityFederation);
+    }
+    rotation
+        .federated_audiences
+        .iter()
+        .find(|p| p.matches(audience))
+        .map(|p| FederatedParty::Configured(p.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pattern;
+
+    #[test]
+    fn built_in_parties() {
+        let r = Rotation::default();
+        assert_eq!(
+            federated_party("sts.amazonaws.com", &r),
+            Some(FederatedParty::AwsIrsa)
+        );
+        assert_eq!(
+            federated_party("sts.eu-west-1.amazonaws.com", &r),
+            Some(FederatedParty::AwsIrsa)
+        );
+        assert_eq!(
+            federated_party("api://AzureADTokenExchange", &r),
+            Some(FederatedParty::AzureWorkloadIdentity)
+        );
+        assert_eq!(
+            federated_party(
+                "//iam.googleapis.com/projects/42/locations/global/workloadIdentityPools/pool/providers/k8s",
+                &r
+            ),
+            Some(FederatedParty::GcpWorkloadIdentityFederation)
+        );
+        for in_cluster in [
+            "istio-ca",
+            "identity.l5d.io",
+            "spire-server",
+            "vault",
+            "https://kubernetes.default.svc",
+        ] {
+            assert_eq!(federated_party(in_cluster, &r), None, "{in_cluster}");
+        }
+    }
+
+    #[test]
+    fn configured_patterns() {
+        let r = Rotation {
+            federated_audiences: vec![Pattern::new("vault-jwt-*")],
+            ..Rotation::default()
+        };
+        assert_eq!(
+            federated_party("vault-jwt-prod", &r),
+            Some(FederatedParty::Configured("vault-jwt-*"))
+        );
+        assert_eq!(federated_party("vault", &r), None);
+    }
+}

@@ -1,0 +1,67 @@
+use std::collections::{HashMap, HashSet};
+
+/// The annotation that marks a Secret as a legacy service-account token.
+pub const SERVICE_ACCOUNT_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+/// The Secret type of legacy service-account tokens.
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
+/// Which Secrets hold legacy service-account tokens.
+pub trait SecretIndex: Send + Sync {
+    fn is_legacy_token(&self, namespace: &str, name: &str) -> bool;
+}
+
+/// A set of legacy token Secrets by namespace, looked up without allocating.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LegacySecrets {
+    by_namespace: HashMap<String, HashSet<String>>,
+}
+
+impl LegacySecrets {
+    pub fn insert(&mut self, namespace: &str, name: &str) {
+        self.by_namespace
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+    }
+
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        if let Some(names) = self.by_namespace.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_namespace.remove(namespace);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_namespace.values().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_namespace.is_empty()
+    }
+}
+
+impl SecretIndex for LegacySecrets {
+    fn is_legacy_token(&self, namespace: &str, name: &str) -> bool {
+        self.by_namespace
+            .get(namespace)
+            .is_some_and(|names| names.contains(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_lookup_remove() {
+        let mut s = LegacySecrets::default();
+        s.insert("ns", "default-token-abcde");
+        assert!(s.is_legacy_token("ns", "default-token-abcde"));
+        assert!(!s.is_legacy_token("other", "default-token-abcde"));
+        assert_eq!(s.len(), 1);
+        s.remove("ns", "default-token-abcde");
+        assert!(s.is_empty());
+    }
+}
