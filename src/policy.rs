@@ -6,7 +6,8 @@ use std::fmt::Write;
 
 use crate::{
     config::{Action, Config, Mode},
-    rules::{Finding, MAX_WARNING_CHARS, RuleId, truncate_chars},
+    object::{Kind, ObjectView, PodSpecRef},
+    rules::{self, Context, Finding, MAX_WARNING_CHARS, RuleId, SecretIndex, truncate_chars},
 };
 
 /// The annotation listing rules an object opts out of, comma-separated.
@@ -27,6 +28,38 @@ pub struct Verdict {
     pub opted_out: Vec<(RuleId, usize)>,
     /// Entries of the opt-out annotation that name no rule.
     pub unknown_opt_outs: Vec<String>,
+}
+
+/// Judges one object end to end, the same way for the webhook and `check`:
+/// runs the rules on its pod spec and decides what each finding does. On an
+/// UPDATE, `old` is the object before the change.
+pub fn assess(
+    config: &Config,
+    secrets: &dyn SecretIndex,
+    kind: Kind,
+    namespace: &str,
+    obj: &ObjectView<'_>,
+    old: Option<&ObjectView<'_>>,
+) -> Verdict {
+    let ctx = Context {
+        rotation: &config.rotation,
+        current_issuer: &config.generation.issuer,
+        secrets,
+    };
+    let judge = |obj| {
+        let pod = PodSpecRef::locate(kind, obj)?;
+        let mut findings = Vec::new();
+        rules::judge(&pod, &ctx, namespace, &mut findings);
+        Some((
+            findings,
+            pod.template_meta.annotations.get(IGNORE_ANNOTATION),
+        ))
+    };
+    let Some((findings, ignore)) = judge(obj) else {
+        return Verdict::default();
+    };
+    let old = old.map(|o| judge(o).map(|(f, _)| f).unwrap_or_default());
+    decide(config, findings, ignore, old.as_deref())
 }
 
 /// The action for a finding before overrides: in enforce mode a certain
@@ -167,7 +200,13 @@ impl Verdict {
             denied.len()
         );
         for (i, d) in denied.iter().enumerate() {
-            let _ = write!(msg, " ({}) {}", i + 1, d.finding.describe());
+            let _ = write!(
+                msg,
+                " ({}) [{}] {}",
+                i + 1,
+                d.finding.rule,
+                d.finding.describe()
+            );
         }
         let _ = write!(
             msg,
@@ -175,5 +214,74 @@ impl Verdict {
             if kind == "Pod" { "pod" } else { "pod template" }
         );
         msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: RuleId, certain: bool, subject: &str) -> Finding {
+        Finding {
+            rule,
+            certain,
+            path: "spec.x".into(),
+            subject: subject.into(),
+            detail: "d".into(),
+            message: "m".into(),
+            short: "s",
+        }
+    }
+
+    #[test]
+    fn defaults_by_mode_and_certainty() {
+        assert_eq!(default_action(Mode::Enforce, true), Action::Deny);
+        assert_eq!(default_action(Mode::Enforce, false), Action::Label);
+        assert_eq!(default_action(Mode::Audit, true), Action::Label);
+        assert_eq!(default_action(Mode::Audit, false), Action::Label);
+    }
+
+    #[test]
+    fn overrides_grandfathering_and_risks() {
+        let config =
+            Config::parse("rules: {refresh-exceeds-grace: warn, legacy-token-volume: off}")
+                .unwrap();
+        let a = finding(RuleId::TokenSubpath, true, "container \"a\"");
+        let b = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
+        let c = finding(RuleId::LegacyTokenVolume, false, "volume \"w\"");
+        let old = [a.clone()];
+        let v = decide(&config, vec![a.clone(), b.clone(), c], None, Some(&old));
+        let actions: Vec<(RuleId, Action, bool)> = v
+            .decided
+            .iter()
+            .map(|d| (d.finding.rule, d.action, d.grandfathered))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (RuleId::TokenSubpath, Action::Label, true),
+                (RuleId::RefreshExceedsGrace, Action::Warn, false)
+            ]
+        );
+        assert!(!v.is_denied());
+        assert_eq!(v.risks_value().as_deref(), Some("token-subpath"));
+        let v = decide(&config, vec![b, a], None, None);
+        assert!(v.is_denied());
+        assert_eq!(v.warnings().len(), 1);
+    }
+
+    #[test]
+    fn opt_out_counts_hidden_findings() {
+        let config = Config::embedded_default();
+        let f = finding(RuleId::TokenSubpath, true, "container \"a\"");
+        let v = decide(
+            &config,
+            vec![f.clone(), f],
+            Some(" token-subpath ,token-subpath,bogus"),
+            None,
+        );
+        assert!(v.decided.is_empty());
+        assert_eq!(v.opted_out, [(RuleId::TokenSubpath, 2)]);
+        assert_eq!(v.unknown_opt_outs, ["bogus"]);
     }
 }

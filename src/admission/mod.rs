@@ -14,9 +14,9 @@ use kube::core::{Status, admission::AdmissionResponse};
 use crate::{
     config::Config,
     metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
-    object::{self, Kind, ObjectView, PodSpecRef},
-    policy::{self, IGNORE_ANNOTATION, Verdict},
-    rules::{self, Context, Finding, SecretIndex},
+    object::{self, Kind, ObjectView},
+    policy::{self, Verdict},
+    rules::{self, SecretIndex},
 };
 use review::{API_VERSION, KIND, ReviewIn, present, salvage_uid};
 
@@ -198,25 +198,18 @@ impl Webhook {
         if config.is_exempt(namespace) {
             return Ok(outcome(response, "exempt"));
         }
-        let ctx = Context {
-            rotation: &config.rotation,
-            current_issuer: &config.generation.issuer,
-            secrets: &*self.secrets,
-        };
-
-        let pod = PodSpecRef::locate(kind, &obj);
-        let mut findings = Vec::new();
-        if let Some(pod) = &pod {
-            rules::judge(pod, &ctx, namespace, &mut findings);
-        }
-        let old_findings = match present(req.old_object).filter(|_| update) {
-            Some(old) => Some(old_findings(kind, old.get(), &ctx, namespace)?),
-            None => None,
-        };
-        let ignore = pod
-            .as_ref()
-            .and_then(|p| p.template_meta.annotations.get(IGNORE_ANNOTATION));
-        let verdict = policy::decide(&config, findings, ignore, old_findings.as_deref());
+        let old =
+            match present(req.old_object).filter(|_| update) {
+                Some(raw) => Some(serde_json::from_str::<ObjectView>(raw.get()).map_err(
+                    |source| AdmissionError::BadObject {
+                        field: "oldObject",
+                        kind: kind.as_str(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, &obj, old.as_ref());
 
         match endpoint {
             Endpoint::Mutate => {
@@ -276,25 +269,6 @@ impl Webhook {
     }
 }
 
-fn old_findings(
-    kind: Kind,
-    raw: &str,
-    ctx: &Context<'_>,
-    namespace: &str,
-) -> Result<Vec<Finding>, AdmissionError> {
-    let old: ObjectView =
-        serde_json::from_str(raw).map_err(|source| AdmissionError::BadObject {
-            field: "oldObject",
-            kind: kind.as_str(),
-            source,
-        })?;
-    let mut findings = Vec::new();
-    if let Some(pod) = PodSpecRef::locate(kind, &old) {
-        rules::judge(&pod, ctx, namespace, &mut findings);
-    }
-    Ok(findings)
-}
-
 /// New Pods get the generation stamp; every judged object gets the at-risk
 /// marks set or cleared. Pods are not re-stamped on UPDATE: the stamp records
 /// the generation they were created under.
@@ -351,3 +325,6 @@ fn bad_request(e: &AdmissionError) -> Reply {
         .into_bytes();
     Reply { status: 400, body }
 }
+
+#[cfg(test)]
+mod tests;

@@ -168,7 +168,7 @@ impl Config {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?
+            crate::yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?
         };
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),

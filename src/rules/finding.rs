@@ -34,24 +34,16 @@ impl Finding {
 
     /// The full text, as `check` and denials show it.
     pub fn describe(&self) -> String {
-        format!(
-            "[{}] {} at {}: {}",
-            self.rule, self.subject, self.path, self.message
-        )
+        format!("{} at {}: {}", self.subject, self.path, self.message)
     }
 
-    /// One warning line under [`MAX_WARNING_CHARS`], dropping the path first
-    /// and then cutting, so the rule and subject always survive.
+    /// One warning line under [`MAX_WARNING_CHARS`]. The rule, subject and
+    /// path say what to fix; the hint goes first when space runs out.
     pub fn warning(&self) -> String {
         let mut s = String::with_capacity(MAX_WARNING_CHARS + 8);
-        let _ = write!(
-            s,
-            "{}: {} at {}: {}",
-            self.rule, self.subject, self.path, self.short
-        );
-        if s.chars().count() > MAX_WARNING_CHARS {
-            s.clear();
-            let _ = write!(s, "{}: {}: {}", self.rule, self.subject, self.short);
+        let _ = write!(s, "{}: {} at {}", self.rule, self.subject, self.path);
+        if s.chars().count() + 2 + self.short.chars().count() <= MAX_WARNING_CHARS {
+            let _ = write!(s, ": {}", self.short);
         }
         truncate_chars(s, MAX_WARNING_CHARS)
     }
@@ -83,18 +75,29 @@ mod tests {
             subject: subject.into(),
             detail: "s".into(),
             message: "m".into(),
-            short: "frozen legacy token; read a projected token file instead",
+            short: "frozen in env; use a projected token",
         }
     }
 
     #[test]
     fn warnings_stay_under_the_limit_and_keep_the_rule() {
-        let short = finding("container \"app\"", "spec.containers[0].env[1]").warning();
-        assert!(short.contains("spec.containers[0].env[1]"));
+        let short = finding(
+            "container \"app\"",
+            "spec.template.spec.containers[0].env[1]",
+        )
+        .warning();
+        assert!(short.ends_with(
+            "spec.template.spec.containers[0].env[1]: frozen in env; use a projected token"
+        ));
         let long_path = "spec.jobTemplate.spec.template.spec.initContainers[10].envFrom[3]";
         let w = finding("container \"a-rather-long-container-name\"", long_path).warning();
         assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
-        assert!(w.starts_with("legacy-token-env: container"));
+        assert!(w.starts_with("legacy-token-env: container"), "{w}");
+        let w = finding("container \"app\"", long_path).warning();
+        assert!(
+            w.ends_with(long_path),
+            "the hint is dropped before the path: {w}"
+        );
         let huge = finding(&"é".repeat(300), "p").warning();
         assert!(huge.chars().count() <= MAX_WARNING_CHARS);
         assert!(huge.ends_with('…'));

@@ -93,7 +93,7 @@ fn env_finding(
         message: format!(
             "{how} reads legacy service-account token Secret \"{secret}\". Env vars are set once at container start, so the token is frozen for the pod's life; {when}. Fix: mount a projected serviceAccountToken volume and read the token file on each use (or recreate the pods after the Secret is regenerated)."
         ),
-        short: "legacy token frozen in env; read a projected token file instead",
+        short: "frozen in env; use a projected token",
     }
 }
 
@@ -147,6 +147,6 @@ fn volume_finding(ctx: &Context<'_>, path: String, volume: &str, secret: &str) -
         message: format!(
             "mounts legacy service-account token Secret \"{secret}\", a token that never expires and that kubelet never refreshes; {when}. Fix: use a projected serviceAccountToken volume (the auto-mounted kube-api-access volume is one) instead of the Secret."
         ),
-        short: "legacy token Secret mounted; use a projected token instead",
+        short: "use a projected token instead",
     }
 }

@@ -49,3 +49,6 @@ pub fn judge(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, namespace: &str, out: 
     subpath::check(pod, ctx, namespace, out);
     projection::check(pod, ctx, out);
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,7 +72,7 @@ fn refresh<F: Fn() -> String>(at: &Source<'_, F>, ctx: &Context<'_>, out: &mut V
         message: format!(
             "projects a token with expirationSeconds {expiration}, which kubelet refreshes only every {interval}s, longer than the declared grace of {grace}s. A token minted just before the switch can still carry the retiring issuer or key when it is retired. Fix: {fix}."
         ),
-        short: "token refresh interval exceeds the rotation grace window",
+        short: "refresh slower than rotation grace",
     });
 }
 
@@ -95,7 +95,7 @@ fn retiring_audience<F: Fn() -> String>(
             "requests tokens for audience \"{audience}\", an issuer URL that is retiring. The API server accepts only its --api-audiences, which default to its issuers, so these tokens are rejected once \"{audience}\" is retired. Fix: use the new issuer \"{}\" as the audience, or omit audience to get the API server's own.",
             ctx.current_issuer
         ),
-        short: "token audience is a retiring issuer URL; use the new issuer",
+        short: "audience dies with the old issuer",
     });
 }
 
@@ -123,6 +123,6 @@ fn federated<F: Fn() -> String>(
             "requests tokens for audience \"{audience}\", which {party} validates through the issuer's OIDC discovery. It rejects tokens of the new issuer \"{}\" from the moment that issuer signs them, until the issuer is registered there. Fix: register the new issuer with {party}, then list the audience in rotation.trustedAudiences.",
             ctx.current_issuer
         ),
-        short: "federated audience does not trust the new issuer yet",
+        short: "party does not trust new issuer yet",
     });
 }

@@ -128,6 +128,6 @@ fn finding(
             "mounts {what} from volume \"{}\" with {how} at {}. Kubelet never updates subPath mounts, so the token is frozen at container start; {when}. Fix: mount the volume without subPath and read the token from that directory.",
             m.name, m.mount_path
         ),
-        short: "token mounted with subPath is never refreshed; mount the whole volume",
+        short: "never refreshed; mount without subPath",
     }
 }

@@ -1,0 +1,144 @@
+//! `issuer-guard check`: judges manifests offline with the webhook's rules
+//! and decisions, so a CI pipeline sees what admission would do.
+
+mod load;
+mod report;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use load::{Document, LoadError, load};
+pub use report::{Judged, OutputFormat};
+
+use crate::{
+    config::{Config, ConfigError},
+    object::{Kind, ObjectView},
+    policy,
+    rules::{LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Configuration file; the embedded default when omitted.
+    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        env = "ISSUER_GUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: OutputFormat,
+    /// Namespace assumed for objects that name none.
+    #[arg(long, env = "ISSUER_GUARD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Manifest files or directories; `-` reads stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Exit codes: a finding would be denied.
+pub const EXIT_DENY: u8 = 1;
+/// Exit codes: the input or config could not be used.
+pub const EXIT_UNUSABLE: u8 = 2;
+
+/// Runs the command, printing to stdout; returns the process exit code.
+pub fn run(args: &CheckArgs) -> Result<u8, CheckError> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let docs = load(&args.paths)?;
+    let judged = judge_documents(&config, &docs, &args.namespace)?;
+    print!("{}", report::render(args.output, &judged));
+    Ok(if judged.iter().any(|j| j.verdict.is_denied()) {
+        EXIT_DENY
+    } else {
+        0
+    })
+}
+
+/// Judges every object of a judged kind, knowing the input's own Secrets.
+pub fn judge_documents(
+    config: &Config,
+    docs: &[Document],
+    default_namespace: &str,
+) -> Result<Vec<Judged>, LoadError> {
+    let secrets = legacy_secrets(docs, default_namespace);
+    let mut judged = Vec::new();
+    for doc in docs {
+        let api_version = doc
+            .value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind_name = doc
+            .value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
+            continue;
+        };
+        let obj = ObjectView::deserialize(&doc.value).map_err(|e| LoadError::Parse {
+            source_name: doc.source_name.clone(),
+            document: doc.document,
+            message: format!("not a readable {kind_name}: {e}"),
+        })?;
+        let meta = obj.meta();
+        let namespace = meta.namespace.as_deref().unwrap_or(default_namespace);
+        let verdict = if config.is_exempt(namespace) {
+            policy::Verdict::default()
+        } else {
+            policy::assess(config, &secrets, kind, namespace, &obj, None)
+        };
+        judged.push(Judged {
+            kind,
+            namespace: namespace.to_owned(),
+            name: meta
+                .name
+                .as_deref()
+                .or(meta.generate_name.as_deref())
+                .unwrap_or_default()
+                .to_owned(),
+            verdict,
+        });
+    }
+    Ok(judged)
+}
+
+/// Secrets in the input that are legacy tokens, by type or by annotation.
+fn legacy_secrets(docs: &[Document], default_namespace: &str) -> LegacySecrets {
+    let mut secrets = LegacySecrets::default();
+    for doc in docs {
+        let v = &doc.value;
+        if v.get("kind").and_then(Value::as_str) != Some("Secret") {
+            continue;
+        }
+        let meta = v.get("metadata");
+        let str_at = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+        let typed = v.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE);
+        let annotated = meta
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(SERVICE_ACCOUNT_NAME_ANNOTATION))
+            .is_some();
+        if let Some(name) = str_at("name")
+            && (typed || annotated)
+        {
+            secrets.insert(str_at("namespace").unwrap_or(default_namespace), name);
+        }
+    }
+    secrets
+}

@@ -1,0 +1,424 @@
+//! Every rule against realistic manifests, positive and negative.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::*;
+use crate::{
+    config::{Pattern, Rotation},
+    object::{Kind, ObjectView, PodSpecRef},
+};
+
+const OLD_ISSUER: &str = "https://old.example.com";
+const NEW_ISSUER: &str = "https://new.example.com";
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("../../tests/fixtures/manifests/", $name))
+    };
+}
+
+fn no_rotation() -> Rotation {
+    Rotation {
+        grace_seconds: 86_400,
+        ..Rotation::default()
+    }
+}
+
+fn issuer_change() -> Rotation {
+    Rotation {
+        retiring_issuers: vec![OLD_ISSUER.into()],
+        ..no_rotation()
+    }
+}
+
+fn key_rotation() -> Rotation {
+    Rotation {
+        retiring_key_ids: vec!["kid-a".into()],
+        ..no_rotation()
+    }
+}
+
+/// Judges the first non-Secret object of `yaml`, knowing the file's Secrets
+/// that carry the service-account annotation as legacy tokens.
+fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    let mut secrets = LegacySecrets::default();
+    for d in docs.iter().filter(|d| d["kind"] == "Secret") {
+        if d["metadata"]["annotations"][SERVICE_ACCOUNT_NAME_ANNOTATION].is_string() {
+            secrets.insert(
+                d["metadata"]["namespace"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+            );
+        }
+    }
+    let doc = docs.iter().find(|d| d["kind"] != "Secret").unwrap();
+    let kind = Kind::from_api_version(
+        doc["apiVersion"].as_str().unwrap(),
+        doc["kind"].as_str().unwrap(),
+    )
+    .unwrap();
+    let obj = ObjectView::deserialize(doc).unwrap();
+    let ns = obj
+        .meta()
+        .namespace
+        .as_deref()
+        .unwrap_or("default")
+        .to_owned();
+    let pod = PodSpecRef::locate(kind, &obj).unwrap();
+    let ctx = Context {
+        rotation,
+        current_issuer: NEW_ISSUER,
+        secrets: &secrets,
+    };
+    let mut out = Vec::new();
+    judge(&pod, &ctx, &ns, &mut out);
+    out
+}
+
+fn rules_of(findings: &[Finding]) -> Vec<RuleId> {
+    findings.iter().map(|f| f.rule).collect()
+}
+
+#[test]
+fn legacy_token_env_flags_the_token_key_only() {
+    let y = fixture!("token-in-env-deployment.yaml");
+    let f = judge_yaml(y, &no_rotation());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv], "{f:#?}");
+    assert_eq!(f[0].path, "spec.template.spec.containers[0].env[1]");
+    assert_eq!(f[0].subject, "container \"runner\"");
+    assert!(f[0].message.contains("KUBE_TOKEN") && f[0].message.contains("ci-bot-token"));
+    assert!(!f[0].certain, "no key is retiring, so this is a hazard");
+
+    let f = judge_yaml(y, &key_rotation());
+    assert!(
+        f[0].certain,
+        "env never refreshes: certain under a key rotation"
+    );
+    assert!(f[0].message.contains("kid-a"));
+
+    let f = judge_yaml(y, &issuer_change());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
+    assert!(!f[0].certain, "legacy tokens ignore the issuer URL");
+}
+
+#[test]
+fn legacy_token_env_from_in_a_cronjob() {
+    let y = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: deployer-token, namespace: ops, annotations: {kubernetes.io/service-account.name: deployer}}
+type: kubernetes.io/service-account-token
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: ops}
+spec:
+  schedule: "0 2 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+          - name: deploy
+            image: deployer:1
+            envFrom:
+            - configMapRef: {name: settings}
+            - secretRef: {name: deployer-token}
+"#;
+    let f = judge_yaml(y, &key_rotation());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
+    assert_eq!(
+        f[0].path,
+        "spec.jobTemplate.spec.template.spec.containers[0].envFrom[1]"
+    );
+    assert!(f[0].certain);
+}
+
+#[test]
+fn opaque_secret_named_like_a_token_is_not_flagged() {
+    let y = fixture!("opaque-secret-named-like-a-token.yaml");
+    for r in [no_rotation(), issuer_change(), key_rotation()] {
+        assert!(judge_yaml(y, &r).is_empty());
+    }
+}
+
+#[test]
+fn pre_124_default_token_volume_is_a_hazard() {
+    let y = fixture!("pre-1.24-default-token-pod.yaml");
+    let f = judge_yaml(y, &key_rotation());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenVolume], "{f:#?}");
+    assert_eq!(f[0].path, "spec.volumes[0]");
+    assert_eq!(f[0].subject, "volume \"default-token-rxbqq\"");
+    assert!(
+        !f[0].certain,
+        "a Secret volume follows a regenerated Secret"
+    );
+}
+
+#[test]
+fn legacy_secret_volume_with_only_the_ca_is_not_a_token() {
+    let y = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: default-token-abcde, namespace: legacy, annotations: {kubernetes.io/service-account.name: default}}
+type: kubernetes.io/service-account-token
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ca-reader, namespace: legacy}
+spec:
+  containers: [{name: c, image: busybox}]
+  volumes:
+  - name: ca
+    secret: {secretName: default-token-abcde, items: [{key: ca.crt, path: ca.crt}]}
+  - name: both
+    projected:
+      sources:
+      - secret: {name: default-token-abcde, items: [{key: token, path: sa/token}]}
+"#;
+    let f = judge_yaml(y, &key_rotation());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenVolume]);
+    assert_eq!(f[0].path, "spec.volumes[1].projected.sources[0].secret");
+}
+
+#[test]
+fn subpath_token_is_flagged_but_subpath_ca_is_not() {
+    let y = fixture!("subpath-token-pod.yaml");
+    let f = judge_yaml(y, &no_rotation());
+    assert_eq!(rules_of(&f), [RuleId::TokenSubpath], "{f:#?}");
+    assert_eq!(f[0].path, "spec.containers[0].volumeMounts[0]");
+    assert_eq!(f[0].subject, "container \"client\"");
+    assert!(!f[0].certain);
+    let f = judge_yaml(y, &issuer_change());
+    assert_eq!(rules_of(&f), [RuleId::TokenSubpath]);
+    assert!(
+        f[0].certain,
+        "a frozen bound token dies with the retiring issuer"
+    );
+    assert!(f[0].message.contains(OLD_ISSUER));
+}
+
+#[test]
+fn subpath_of_a_legacy_token_and_subpath_expr() {
+    let y = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: default-token-abcde, namespace: legacy, annotations: {kubernetes.io/service-account.name: default}}
+type: kubernetes.io/service-account-token
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frozen, namespace: legacy}
+spec:
+  initContainers:
+  - name: init
+    image: busybox
+    volumeMounts:
+    - {name: legacy, mountPath: /token, subPath: token}
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts:
+    - {name: bound, mountPath: /tokens, subPathExpr: "$(POD_NAME)"}
+    - {name: bound, mountPath: /elsewhere, subPath: other}
+  volumes:
+  - name: legacy
+    secret: {secretName: default-token-abcde}
+  - name: bound
+    projected:
+      sources:
+      - serviceAccountToken: {path: sa/token, expirationSeconds: 3600}
+"#;
+    let f = judge_yaml(y, &key_rotation());
+    assert_eq!(
+        rules_of(&f),
+        [
+            RuleId::LegacyTokenVolume,
+            RuleId::TokenSubpath,
+            RuleId::TokenSubpath
+        ],
+        "{f:#?}"
+    );
+    let at = |path: &str| f.iter().find(|f| f.path == path).unwrap();
+    let legacy = at("spec.initContainers[0].volumeMounts[0]");
+    assert!(legacy.certain && legacy.message.contains("legacy"));
+    let expr = at("spec.containers[0].volumeMounts[0]");
+    assert!(expr.certain && expr.message.contains("subPathExpr"));
+
+    let f = judge_yaml(y, &issuer_change());
+    let legacy_sub = f
+        .iter()
+        .find(|f| f.path == "spec.initContainers[0].volumeMounts[0]")
+        .unwrap();
+    assert!(
+        !legacy_sub.certain,
+        "legacy tokens survive an issuer URL change"
+    );
+}
+
+#[test]
+fn ephemeral_containers_are_inspected() {
+    let y = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: debug-token, namespace: prod, annotations: {kubernetes.io/service-account.name: debugger}}
+type: kubernetes.io/service-account-token
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: prod}
+spec:
+  containers: [{name: app, image: app:1}]
+  ephemeralContainers:
+  - name: debugger-x7k
+    image: busybox
+    env:
+    - name: TOKEN
+      valueFrom: {secretKeyRef: {name: debug-token, key: token}}
+"#;
+    let f = judge_yaml(y, &no_rotation());
+    assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
+    assert_eq!(f[0].path, "spec.ephemeralContainers[0].env[0]");
+}
+
+#[test]
+fn refresh_exceeds_grace_only_while_a_rotation_is_declared() {
+    let y = fixture!("irsa-pod.yaml");
+    let short_grace = Rotation {
+        grace_seconds: 3600,
+        ..key_rotation()
+    };
+    let f = judge_yaml(y, &short_grace);
+    assert_eq!(rules_of(&f), [RuleId::RefreshExceedsGrace], "{f:#?}");
+    assert_eq!(
+        f[0].path,
+        "spec.volumes[0].projected.sources[0].serviceAccountToken"
+    );
+    assert!(f[0].message.contains("69120") && f[0].message.contains("4500"));
+    assert!(!f[0].certain);
+    // 3607s tokens refresh after 2885s, inside the hour; a day fits 86400s tokens.
+    assert!(judge_yaml(y, &key_rotation()).is_empty());
+    let no_decl = Rotation {
+        grace_seconds: 60,
+        ..Rotation::default()
+    };
+    assert!(judge_yaml(y, &no_decl).is_empty());
+}
+
+#[test]
+fn refresh_interval_follows_kubelet() {
+    assert_eq!(facts::refresh_interval_seconds(3600), 2880);
+    assert_eq!(facts::refresh_interval_seconds(3607), 2885);
+    assert_eq!(facts::refresh_interval_seconds(172_800), 86_400);
+    assert_eq!(facts::refresh_interval_seconds(i64::MAX), 86_400);
+}
+
+fn pod_with_audience(audience: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: p, namespace: app}}
+spec:
+  containers: [{{name: c, image: c:1}}]
+  volumes:
+  - name: tok
+    projected:
+      sources:
+      - serviceAccountToken: {{audience: "{audience}", expirationSeconds: 3600, path: token}}
+"#
+    )
+}
+
+#[test]
+fn audience_of_a_retiring_issuer() {
+    let y = pod_with_audience(OLD_ISSUER);
+    let f = judge_yaml(&y, &issuer_change());
+    assert_eq!(rules_of(&f), [RuleId::AudienceRetiringIssuer]);
+    assert!(f[0].certain && f[0].message.contains(NEW_ISSUER));
+    let kept = Rotation {
+        api_audiences: vec![OLD_ISSUER.into(), NEW_ISSUER.into()],
+        ..issuer_change()
+    };
+    assert!(judge_yaml(&y, &kept).is_empty(), "--api-audiences keeps it");
+    assert!(judge_yaml(&y, &key_rotation()).is_empty());
+    assert!(judge_yaml(&pod_with_audience(NEW_ISSUER), &issuer_change()).is_empty());
+}
+
+#[test]
+fn federated_audiences_that_do_not_trust_the_new_issuer() {
+    for (file, party) in [
+        (fixture!("irsa-pod.yaml"), "AWS"),
+        (fixture!("azure-workload-identity-deployment.yaml"), "Azure"),
+        (fixture!("gcp-workload-identity-federation-job.yaml"), "GCP"),
+    ] {
+        let f = judge_yaml(file, &issuer_change());
+        assert_eq!(
+            rules_of(&f),
+            [RuleId::FederatedAudienceUntrusted],
+            "{party}: {f:#?}"
+        );
+        assert!(f[0].certain);
+        assert!(f[0].message.contains(party), "{}", f[0].message);
+        assert!(
+            judge_yaml(file, &key_rotation()).is_empty(),
+            "{party}: a key rotation keeps the issuer"
+        );
+        assert!(judge_yaml(file, &no_rotation()).is_empty(), "{party}");
+    }
+    let f = judge_yaml(
+        fixture!("azure-workload-identity-deployment.yaml"),
+        &issuer_change(),
+    );
+    assert_eq!(
+        f[0].path,
+        "spec.template.spec.volumes[0].projected.sources[0].serviceAccountToken"
+    );
+}
+
+#[test]
+fn trusted_audiences_are_not_flagged() {
+    let trusted = Rotation {
+        trusted_audiences: vec![Pattern::new("sts.amazonaws.com")],
+        ..issuer_change()
+    };
+    assert!(judge_yaml(fixture!("irsa-pod.yaml"), &trusted).is_empty());
+}
+
+#[test]
+fn in_cluster_relying_parties_survive_an_issuer_change() {
+    for file in [
+        fixture!("istio-sidecar-pod.yaml"),
+        fixture!("linkerd-pod.yaml"),
+        fixture!("spire-agent-daemonset.yaml"),
+        fixture!("vault-agent-pod.yaml"),
+    ] {
+        let f = judge_yaml(file, &issuer_change());
+        assert!(f.is_empty(), "{f:#?}");
+    }
+}
+
+#[test]
+fn configured_federated_audience_patterns() {
+    let r = Rotation {
+        federated_audiences: vec![Pattern::new("vault")],
+        ..issuer_change()
+    };
+    let f = judge_yaml(fixture!("vault-agent-pod.yaml"), &r);
+    assert_eq!(rules_of(&f), [RuleId::FederatedAudienceUntrusted]);
+    assert!(f[0].message.contains("rotation.federatedAudiences"));
+}
+
+#[test]
+fn identities_survive_reordering() {
+    let y = fixture!("token-in-env-deployment.yaml");
+    let before = judge_yaml(y, &key_rotation());
+    let moved = y.replace(
+        "        - {name: RUNNER_NAME, value: shared}\n",
+        "        - {name: A, value: a}\n        - {name: B, value: b}\n        - {name: RUNNER_NAME, value: shared}\n",
+    );
+    let after = judge_yaml(&moved, &key_rotation());
+    assert_ne!(before[0].path, after[0].path);
+    assert_eq!(before[0].identity(), after[0].identity());
+}
