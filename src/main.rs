@@ -1,1 +1,48 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use issuer_guard::{
+    check,
+    cli::{Cli, Command},
+    logging, server,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            logging::init(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+            };
+            let result = runtime.block_on(server::run(args));
+            // Tasks still running after the drain (watches, reloaders) are
+            // dropped; a stuck file read must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Check(args) => run_check(&args),
+    }
+}
+
+fn run_check(args: &check::CheckArgs) -> ExitCode {
+    match check::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("issuer-guard check: {e}");
+            ExitCode::from(check::EXIT_UNUSABLE)
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("start-up failed: {message}");
+    ExitCode::FAILURE
+}

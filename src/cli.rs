@@ -1,0 +1,184 @@
+//! Command-line interface. Every flag can also come from an environment
+//! variable so that a Deployment can configure the webhook without args.
+
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
+
+/// Set by the kubelet in every pod; its presence means we run in a cluster.
+pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
+
+#[derive(Debug, Parser)]
+#[command(name = "issuer-guard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS, with health and metrics on plain HTTP.
+    Serve(ServeArgs),
+    /// Judge manifests offline with the webhook's rules. Exits 1 when a
+    /// finding would be denied, 2 on unusable input.
+    Check(crate::check::CheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener [default: 127.0.0.1:8443, 0.0.0.0:8443 in a cluster]
+    #[arg(long, env = "ISSUER_GUARD_LISTEN", default_value_t = in_cluster_or_local(8443), hide_default_value = true)]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics [default: 127.0.0.1:8080, 0.0.0.0:8080 in a cluster]
+    #[arg(long, env = "ISSUER_GUARD_HEALTH_LISTEN", default_value_t = in_cluster_or_local(8080), hide_default_value = true)]
+    pub health_listen: SocketAddr,
+
+    /// PEM certificate chain to serve; reloaded when its content changes. Needs --tls-key.
+    #[arg(long, env = "ISSUER_GUARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert; reloaded when its content changes.
+    #[arg(long, env = "ISSUER_GUARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where a development CA and serving certificate are kept when neither
+    /// --tls-cert nor --tls-key is given.
+    #[arg(long, env = "ISSUER_GUARD_DEV_CERT_DIR", default_value = "certs")]
+    pub dev_cert_dir: PathBuf,
+
+    /// Configuration file (YAML); reloaded when its content changes. Without
+    /// it the embedded default is used.
+    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[arg(long, env = "ISSUER_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long a shutdown may take to let in-flight reviews finish (e.g. 25, 25s, 500ms).
+    #[arg(long, env = "ISSUER_GUARD_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often the certificate and config files are re-read (e.g. 2s, 200ms).
+    #[arg(long, env = "ISSUER_GUARD_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_interval)]
+    pub reload_interval: Duration,
+
+    /// Deadline for one request, and for a client's TLS handshake (e.g. 10s).
+    #[arg(long, env = "ISSUER_GUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub request_timeout: Duration,
+
+    /// Largest request body accepted; larger ones get HTTP 413.
+    #[arg(long, env = "ISSUER_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Kubeconfig file(s) for the Secret watch, separated like $PATH. Without
+    /// it, the in-cluster service account is used when in a cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<OsString>,
+
+    /// Run without an API server even if one is configured; the legacy-token
+    /// rules then know no Secrets.
+    #[arg(long, env = "ISSUER_GUARD_NO_CLUSTER", value_parser = BoolishValueParser::new())]
+    pub no_cluster: bool,
+}
+
+impl ServeArgs {
+    pub fn in_cluster() -> bool {
+        std::env::var_os(IN_CLUSTER_ENV).is_some_and(|v| !v.is_empty())
+    }
+}
+
+fn in_cluster_or_local(port: u16) -> SocketAddr {
+    // In a pod the kubelet and the API server reach us through the pod IP,
+    // so loopback would make the webhook unreachable; outside a cluster
+    // loopback keeps a developer's webhook off the network.
+    let ip = if ServeArgs::in_cluster() {
+        [0, 0, 0, 0]
+    } else {
+        [127, 0, 0, 1]
+    };
+    SocketAddr::from((ip, port))
+}
+
+/// A duration as `<n>ms`, `<n>s`, `<n>m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 2s, 1m or 2"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long")),
+        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s or m")),
+    }
+}
+
+/// A duration that must not be zero: a zero poll interval would spin and a
+/// zero deadline would refuse every request.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_interval("0ms").is_err());
+    }
+
+    #[test]
+    fn serve_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "issuer-guard",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "50ms",
+            "--no-cluster",
+        ])
+        .expect("parses");
+        // Other subcommands exist beside serve; this test only parses serve.
+        #[allow(irrefutable_let_patterns)]
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(args.reload_interval, Duration::from_millis(50));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(args.max_body_bytes, 3 * 1024 * 1024);
+        assert!(args.no_cluster);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,142 @@
+//! The TLS accept loop and its drain.
+//!
+//! Each connection is handshaken in its own task under a deadline, then
+//! served by hyper with HTTP/1.1 keep-alive. Every connection is tracked from
+//! the moment it is accepted, so that shutdown can wait for in-flight
+//! requests, close idle keep-alive connections (kube-apiserver would go on
+//! reusing them), and say how many it had to cut when the grace ran out.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+/// How long a connection may sit between requests, or take to send a
+/// request's headers. Longer than the API server's typical request gap so
+/// that its keep-alive connections are reused, short enough that abandoned
+/// connections do not pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause after a failed accept (usually out of file descriptors), so that
+/// the loop does not spin while connections close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// How the drain ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the grace.
+    Clean,
+    /// The grace ran out with this many connections still open.
+    Cut(usize),
+}
+
+/// Serves `app` over TLS until `stop` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> Drained {
+    let graceful = GracefulShutdown::new();
+    let live = Arc::new(AtomicUsize::new(0));
+    let (stopping_tx, stopping) = watch::channel(false);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let builder = builder.http1_only();
+
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Taken before the handshake so that the drain waits for it too.
+        let watcher = graceful.watcher();
+        let counted = Counted::new(&live);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let mut stopping = stopping.clone();
+        let handshake_timeout = limits.handshake_timeout;
+        tokio::spawn(async move {
+            let _counted = counted;
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                // A connection that has sent no request yet has nothing to
+                // finish; the client retries elsewhere.
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    let open = live.load(Ordering::Acquire);
+    tracing::info!(connections = open, grace = ?limits.grace, "draining connections");
+    match tokio::time::timeout(limits.grace, graceful.shutdown()).await {
+        Ok(()) => Drained::Clean,
+        Err(_) => Drained::Cut(live.load(Ordering::Acquire)),
+    }
+}
+
+/// Counts a connection as live for as long as its task holds this.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(live))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,202 @@
+//! The `serve` runtime: loads the certificate, the config and the cluster
+//! view, serves the webhooks over TLS and health on plain HTTP, reloads
+//! files as they change, and drains on SIGTERM.
+
+mod accept;
+mod config_file;
+pub mod devcert;
+mod readiness;
+mod routes;
+mod signals;
+pub mod tls;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    admission::Webhook,
+    cli::ServeArgs,
+    cluster::{self, ClusterError, LegacyTokenCache},
+    config::{Config, ConfigError},
+    metrics::Metrics,
+};
+use accept::{Drained, Limits};
+use readiness::Readiness;
+use signals::Signals;
+use tls::{PairFiles, ReloadingCert, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs until SIGTERM or SIGINT and a drain. Errors are start-up errors;
+/// once serving, failures are logged and the process keeps serving.
+pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
+    let signals = Signals::install().map_err(ServerError::Signals)?;
+    let metrics = Arc::new(Metrics::new());
+    let provider = tls::provider();
+
+    let pair = pair_files(&args)?;
+    let (initial, pair_seen) = pair.load(&provider)?;
+    let cert = Arc::new(ReloadingCert::new(initial));
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(
+        provider.clone(),
+        cert.clone(),
+    )?));
+
+    let (config, config_seen) = match &args.config {
+        Some(path) => {
+            let (config, seen) = config_file::load(path)?;
+            (config, Some((path.clone(), seen)))
+        }
+        None => (Config::embedded_default(), None),
+    };
+    tracing::info!(
+        config = args.config.as_ref().map_or_else(|| "(embedded default)".to_owned(), |p| p.display().to_string()),
+        generation = config.generation.number,
+        mode = ?config.mode,
+        rotation_declared = config.rotation.declared(),
+        "config loaded"
+    );
+    let config = Arc::new(ArcSwap::from_pointee(config));
+
+    let secrets = secret_cache(&args, &metrics).await?;
+    let readiness = Arc::new(Readiness::new(secrets.clone()));
+    readiness.certificate_loaded();
+    readiness.config_loaded();
+    let webhook = Arc::new(Webhook::new(config.clone(), secrets, metrics.clone()));
+
+    let listener = bind("webhook", args.listen).await?;
+    let health_listener = bind("health", args.health_listen).await?;
+    let webhook_addr = local_addr(&listener, args.listen);
+    let health_addr = local_addr(&health_listener, args.health_listen);
+
+    let _cert_watch = pair.watch(
+        pair_seen,
+        args.reload_interval,
+        provider,
+        cert,
+        metrics.clone(),
+    );
+    let _config_watch = config_seen.map(|(path, seen)| {
+        config_file::watch(
+            path,
+            seen,
+            args.reload_interval,
+            config.clone(),
+            metrics.clone(),
+        )
+    });
+
+    let health_app = routes::health(readiness.clone(), metrics.clone());
+    let health = tokio::spawn(async move {
+        if let Err(error) = axum::serve(health_listener, health_app).await {
+            tracing::error!(%error, "health listener failed");
+        }
+    });
+
+    tracing::info!(webhook = %webhook_addr, health = %health_addr, "listening");
+    let app = routes::webhooks(webhook, args.max_body_bytes, args.request_timeout);
+    let limits = Limits {
+        handshake_timeout: args.request_timeout,
+        grace: args.shutdown_grace,
+    };
+    let stop = async {
+        let mut signals = signals;
+        let signal = signals.recv().await;
+        // Unready first, so that the Service stops sending new reviews here
+        // while the ones already sent are answered.
+        readiness.shutting_down();
+        tracing::info!(signal, "shutting down");
+    };
+    match accept::serve(listener, acceptor, app, limits, stop).await {
+        Drained::Clean => tracing::info!("all connections drained; exiting"),
+        Drained::Cut(n) => tracing::warn!(
+            connections = n,
+            "shutdown grace ran out; cutting the remaining connections"
+        ),
+    }
+    health.abort();
+    Ok(())
+}
+
+fn pair_files(args: &ServeArgs) -> Result<PairFiles, TlsError> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(PairFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => {
+            let dev = devcert::ensure(&args.dev_cert_dir)?;
+            tracing::info!(
+                ca = %dev.ca.display(),
+                created = dev.created,
+                "serving a development certificate for localhost and 127.0.0.1; clients must trust the CA"
+            );
+            Ok(PairFiles {
+                cert: dev.cert,
+                key: dev.key,
+            })
+        }
+        _ => Err(TlsError::PartialFlags),
+    }
+}
+
+async fn secret_cache(
+    args: &ServeArgs,
+    metrics: &Metrics,
+) -> Result<Arc<LegacyTokenCache>, ClusterError> {
+    let gauge = metrics.legacy_token_secrets.clone();
+    let source = if args.no_cluster {
+        None
+    } else {
+        cluster::Source::pick(args.kubeconfig.as_deref(), ServeArgs::in_cluster())
+    };
+    match source {
+        Some(source) => {
+            let client = cluster::client(source).await?;
+            tracing::info!(
+                ?source,
+                "watching Secret metadata for legacy service-account tokens"
+            );
+            let cache = Arc::new(LegacyTokenCache::new(gauge));
+            // Runs for the life of the process; nothing waits for it.
+            let _watch = cluster::watch_secrets(client, cache.clone());
+            Ok(cache)
+        }
+        None => {
+            tracing::info!(
+                "no cluster configured: the legacy-token rules know no Secrets, so only projected tokens are judged"
+            );
+            Ok(Arc::new(LegacyTokenCache::without_cluster(gauge)))
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// The bound address, which differs from the requested one for port 0.
+fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(requested)
+}

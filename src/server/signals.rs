@@ -1,0 +1,48 @@
+//! The signals that start a shutdown: SIGTERM from the kubelet, SIGINT from
+//! a terminal. Handlers are installed at start-up, before the listeners are
+//! announced, so that a signal sent right after start is never lost.
+
+use std::io;
+
+#[cfg(unix)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    pub fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    pub fn install() -> io::Result<Self> {
+        Ok(Self)
+    }
+
+    pub async fn recv(&mut self) -> &'static str {
+        // Without a handler there is nothing to wait for; never resolve.
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "ctrl-c",
+            Err(_) => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! End-to-end tests of `issuer-guard serve`: the real binary, over TLS.
+
+mod common;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Server, client, peer_certificate, poll_until, roundtrip, sample};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A Pod as kube-apiserver sends it to a webhook on CREATE: after the
+/// ServiceAccount admission plugin added the kube-api-access volume.
+fn pod(containers: Value, extra_volumes: &[Value]) -> Value {
+    let mut volumes = vec![json!({
+        "name": "kube-api-access-x7k2p",
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]
+        }
+    })];
+    volumes.extend(extra_volumes.iter().cloned());
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-7d9f8c6b5d-",
+            "namespace": "shop",
+            "labels": {"app": "web", "pod-template-hash": "7d9f8c6b5d"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-10T09:00:00Z"},
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5d",
+                "uid": "5f0e1c8e-8d1b-4a51-9a63-0d6c4b0f2a11", "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {
+            "containers": containers,
+            "volumes": volumes,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default",
+            "serviceAccount": "default",
+            "securityContext": {},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ],
+            "priority": 0,
+            "enableServiceLinks": true,
+            "preemptionPolicy": "PreemptLowerPriority"
+        },
+        "status": {}
+    })
+}
+
+fn container(name: &str, extra_mounts: &[Value]) -> Value {
+    let mut mounts = vec![json!({
+        "name": "kube-api-access-x7k2p",
+        "readOnly": true,
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"
+    })];
+    mounts.extend(extra_mounts.iter().cloned());
+    json!({
+        "name": name,
+        "image": "registry.example/shop/web:1.4.2",
+        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+        "resources": {},
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent"
+    })
+}
+
+fn plain_pod() -> Value {
+    pod(json!([container("web", &[])]), &[])
+}
+
+/// A token mounted by subPath: frozen at container start.
+fn subpath_pod() -> Value {
+    pod(
+        json!([container(
+            "app",
+            &[json!({
+                "name": "kube-api-access-x7k2p",
+                "mountPath": "/etc/app/token",
+                "subPath": "token",
+                "readOnly": true
+            })]
+        )]),
+        &[],
+    )
+}
+
+/// A two-day token: kubelet refreshes it only daily.
+fn long_token_pod() -> Value {
+    pod(
+        json!([container(
+            "web",
+            &[
+                json!({"name": "vault-token", "mountPath": "/var/run/secrets/vault", "readOnly": true})
+            ]
+        )]),
+        &[json!({
+            "name": "vault-token",
+            "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 172800, "path": "token"}}
+            ]}
+        })],
+    )
+}
+
+fn review(uid: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "",
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "8b0e5d84-0c0a-4b8e-8d2f-3b9c1f0d6e7a",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
+            },
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kube-controller-manager"}
+        }
+    })
+}
+
+const ROTATION_CONFIG: &str = r#"
+generation:
+  static: {number: 2, issuer: "https://kubernetes.default.svc.cluster.local", keyId: new-kid}
+rotation:
+  retiringKeyIds: [old-kid]
+  graceSeconds: 3600
+mode: enforce
+"#;
+
+/// Replaces a file the way a careful operator (or kubelet) does: whole.
+fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let resp = server
+        .client()
+        .post(server.url(path))
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    (status, resp.json().await.expect("JSON body"))
+}
+
+fn response(review: &Value) -> &Value {
+    &review["response"]
+}
+
+fn warnings(review: &Value) -> Vec<String> {
+    response(review)["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn mutate_stamps_a_new_pod_and_keeps_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "generation:\n  static: {number: 1, issuer: \"https://oidc.example/cluster-a\", keyId: kid-2026}\n",
+    )
+    .unwrap();
+    let server = Server::dev(dir.path(), &["--config", config.to_str().unwrap()]);
+    let object = plain_pod();
+    let (status, body) = post(
+        &server,
+        "/mutate",
+        &review("0c8f-uid-mutate", object.clone()),
+    )
+    .await;
+
+    assert_eq!(status, 200, "{body}");
+    let r = response(&body);
+    assert_eq!(r["uid"], "0c8f-uid-mutate");
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&patch_bytes(&r["patch"])).expect("a JSON Patch");
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).expect("patch applies to the original");
+
+    let meta = &patched["metadata"];
+    assert_eq!(meta["labels"]["issuer-guard.io/generation"], "1");
+    assert_eq!(
+        meta["annotations"]["issuer-guard.io/issuer"],
+        "https://oidc.example/cluster-a"
+    );
+    assert_eq!(meta["annotations"]["issuer-guard.io/key-id"], "kid-2026");
+
+    // Removing what the patch added gives back the original exactly.
+    let mut restored = patched.clone();
+    let m = restored["metadata"].as_object_mut().unwrap();
+    m["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("issuer-guard.io/generation");
+    let annotations = m["annotations"].as_object_mut().unwrap();
+    annotations.remove("issuer-guard.io/issuer");
+    annotations.remove("issuer-guard.io/key-id");
+    assert_eq!(restored, object);
+}
+
+#[tokio::test]
+async fn validate_denies_under_rotation_warns_and_hot_reloads_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, ROTATION_CONFIG).unwrap();
+    let server = Server::dev(dir.path(), &["--config", config.to_str().unwrap()]);
+
+    let (status, denied) = post(&server, "/validate", &review("uid-deny", subpath_pod())).await;
+    assert_eq!(status, 200);
+    let r = response(&denied);
+    assert_eq!(r["uid"], "uid-deny");
+    assert_eq!(r["allowed"], false, "{denied}");
+    assert_eq!(r["status"]["code"], 403);
+    let message = r["status"]["message"].as_str().expect("deny message");
+    assert!(message.contains("token-subpath"), "{message}");
+    assert!(message.contains("container \"app\""), "{message}");
+    assert!(message.contains("/etc/app/token"), "{message}");
+
+    let (status, warned) = post(&server, "/validate", &review("uid-warn", long_token_pod())).await;
+    assert_eq!(status, 200);
+    let r = response(&warned);
+    assert_eq!(r["allowed"], true, "{warned}");
+    let w = warnings(&warned);
+    assert!(
+        w.iter().any(|w| w.contains("refresh-exceeds-grace")),
+        "{w:?}"
+    );
+
+    // The plain pod is fine even under the rotation.
+    let (_, fine) = post(&server, "/validate", &review("uid-fine", plain_pod())).await;
+    assert_eq!(response(&fine)["allowed"], true);
+    assert!(warnings(&fine).is_empty(), "{fine}");
+
+    // A broken file is rejected and the rotation stays in force.
+    replace_file(&config, "mode: [not, a, mode]\n");
+    poll_until("config reload error", WAIT, || async {
+        let m = server.metrics().await;
+        (sample(&m, r#"issuer_guard_config_reloads_total{result="error"}"#)? >= 1.0).then_some(())
+    })
+    .await;
+    let (_, still) = post(&server, "/validate", &review("uid-still", subpath_pod())).await;
+    assert_eq!(response(&still)["allowed"], false, "{still}");
+
+    replace_file(
+        &config,
+        &ROTATION_CONFIG.replace("mode: enforce", "mode: audit"),
+    );
+    let audited = poll_until("audit mode after reload", WAIT, || async {
+        let (_, body) = post(&server, "/validate", &review("uid-audit", subpath_pod())).await;
+        (response(&body)["allowed"] == true).then_some(body)
+    })
+    .await;
+    assert_eq!(response(&audited)["uid"], "uid-audit");
+    let w = warnings(&audited);
+    assert!(w.iter().any(|w| w.contains("token-subpath")), "{w:?}");
+    let m = server.metrics().await;
+    assert!(sample(&m, r#"issuer_guard_config_reloads_total{result="success"}"#) >= Some(1.0));
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_a_refusal_or_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &["--max-body-bytes", "65536"]);
+    let c = server.client();
+
+    let resp = c
+        .post(server.url("/validate"))
+        .body("{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.expect("JSON error");
+    assert!(body["error"].as_str().is_some(), "{body}");
+
+    let mut wrong = review("uid-wrong-version", plain_pod());
+    wrong["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let (status, body) = post(&server, "/mutate", &wrong).await;
+    assert_eq!(status, 200);
+    let r = response(&body);
+    assert_eq!(r["uid"], "uid-wrong-version");
+    assert_eq!(r["allowed"], false);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("admission.k8s.io/v1beta1")),
+        "{body}"
+    );
+
+    // Just under the limit is read (and judged); over it is refused.
+    let mut padded = review("uid-big", plain_pod());
+    padded["request"]["object"]["metadata"]["annotations"]["pad"] = json!("x".repeat(60_000));
+    let (status, _) = post(&server, "/validate", &padded).await;
+    assert_eq!(status, 200);
+    padded["request"]["object"]["metadata"]["annotations"]["pad"] = json!("x".repeat(70_000));
+    let resp = c
+        .post(server.url("/validate"))
+        .json(&padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
+    let resp = c.get(server.url("/validate")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let plain = common::plain_client();
+
+    let resp = plain
+        .get(server.health_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = plain
+        .get(server.health_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let (status, _) = post(&server, "/validate", &review("uid-m", plain_pod())).await;
+    assert_eq!(status, 200);
+    let resp = plain
+        .get(server.health_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"issuer_guard_admission_requests_total{webhook="validate",kind="Pod",decision="allowed"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("issuer_guard_legacy_token_secrets 0"),
+        "{text}"
+    );
+
+    // The webhook port speaks only TLS.
+    let resp = plain
+        .get(format!("http://{}/validate", server.webhook))
+        .send()
+        .await;
+    assert!(resp.is_err() || resp.unwrap().status() != 200);
+}
+
+/// A kubelet-style Secret volume: files reached through a symlink that is
+/// swapped atomically to a new directory.
+struct SecretDir {
+    root: std::path::PathBuf,
+}
+
+impl SecretDir {
+    fn generation(&self, name: &str) -> std::path::PathBuf {
+        self.root.join(name)
+    }
+
+    fn point_at(&self, name: &str) {
+        let tmp = self.root.join("current.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(name, &tmp).unwrap();
+        std::fs::rename(&tmp, self.root.join("current")).unwrap();
+    }
+}
+
+/// A serving pair signed by the CA in `ca_dir` (made there if missing).
+fn issue_pair(ca_dir: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    for f in ["ca.crt", "ca.key"] {
+        if ca_dir.join(f).exists() {
+            std::fs::copy(ca_dir.join(f), into.join(f)).unwrap();
+        }
+    }
+    issuer_guard::server::devcert::ensure(into).expect("pair");
+    if !ca_dir.join("ca.crt").exists() {
+        std::fs::create_dir_all(ca_dir).unwrap();
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(into.join(f), ca_dir.join(f)).unwrap();
+        }
+    }
+    // Only the pair is mounted; the CA key does not belong next to it.
+    std::fs::remove_file(into.join("ca.key")).unwrap();
+}
+
+fn der(pem_path: &Path) -> Vec<u8> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_file(pem_path).unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_swap_by_symlink_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let secret = SecretDir {
+        root: dir.path().join("tls"),
+    };
+    issue_pair(&ca_dir, &secret.generation("..2026_a"));
+    issue_pair(&ca_dir, &secret.generation("..2026_b"));
+    secret.point_at("..2026_a");
+    let old = der(&secret.generation("..2026_a").join("tls.crt"));
+    let new = der(&secret.generation("..2026_b").join("tls.crt"));
+    assert_ne!(old, new);
+
+    let cert = secret.root.join("current/tls.crt");
+    let key = secret.root.join("current/tls.key");
+    let server = Server::start(
+        &[
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ],
+        ca_dir.join("ca.crt"),
+    );
+    let fresh = client(&server.ca, true);
+    let served = |resp: &reqwest::Response| peer_certificate(resp);
+    let first = fresh
+        .post(server.url("/validate"))
+        .json(&review("uid-before", plain_pod()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served(&first), old);
+
+    // A keep-alive connection made before the swap must survive it.
+    let plain_body = serde_json::to_vec(&review("uid-kept", plain_pod())).unwrap();
+    let mut kept = common::tls_connect(server.webhook, &server.ca).await;
+    assert_eq!(roundtrip(&mut kept, "/validate", &plain_body).await.0, 200);
+
+    // Reviews keep flowing, each on a new connection, across the swap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let (c, url) = (fresh.clone(), server.url("/validate"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed)
+                && sent.load(Ordering::Relaxed) < 5_000
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                let result = c
+                    .post(&url)
+                    .json(&review(&format!("uid-loop-{n}"), plain_pod()))
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+            }
+            failures
+        })
+    };
+    poll_until("reviews in flight", WAIT, || async {
+        (sent.load(Ordering::Relaxed) >= 5).then_some(())
+    })
+    .await;
+
+    secret.point_at("..2026_b");
+    poll_until("the new certificate served", WAIT, || async {
+        let r = fresh.get(server.url("/validate")).send().await.ok()?;
+        (served(&r) == new).then_some(())
+    })
+    .await;
+    let before_stop = sent.load(Ordering::Relaxed);
+    poll_until("reviews after the swap", WAIT, || async {
+        (sent.load(Ordering::Relaxed) >= before_stop + 5).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.await.unwrap();
+    assert_eq!(
+        roundtrip(&mut kept, "/validate", &plain_body).await.0,
+        200,
+        "the connection opened before the swap still serves"
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the swap: {failures:?}"
+    );
+
+    let m = server.metrics().await;
+    assert!(
+        sample(&m, r#"issuer_guard_tls_reloads_total{result="success"}"#) >= Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"issuer_guard_tls_reloads_total{result="error"}"#),
+        None,
+        "{m}"
+    );
+
+    // A pair whose key belongs to another certificate is refused; the
+    // current one keeps serving.
+    let bad = secret.generation("..2026_c");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::copy(
+        secret.generation("..2026_a").join("tls.crt"),
+        bad.join("tls.crt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        secret.generation("..2026_b").join("tls.key"),
+        bad.join("tls.key"),
+    )
+    .unwrap();
+    secret.point_at("..2026_c");
+    poll_until("the bad pair rejected", WAIT, || async {
+        let m = server.metrics().await;
+        (sample(&m, r#"issuer_guard_tls_reloads_total{result="error"}"#)? >= 1.0).then_some(())
+    })
+    .await;
+    let after = fresh
+        .post(server.url("/validate"))
+        .json(&review("uid-after-bad", plain_pod()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    assert_eq!(served(&after), new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_reviews_and_closes_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::dev(dir.path(), &["--shutdown-grace", "20s"]);
+    let body = serde_json::to_vec(&review("uid-in-flight", plain_pod())).unwrap();
+
+    // An in-flight review: headers and half the body sent.
+    let mut in_flight = common::tls_connect(server.webhook, &server.ca).await;
+    let half = body.len() / 2;
+    in_flight
+        .write_all(common::request_head("/validate", body.len()).as_bytes())
+        .await
+        .unwrap();
+    in_flight.write_all(&body[..half]).await.unwrap();
+    in_flight.flush().await.unwrap();
+
+    // An idle keep-alive connection, as kube-apiserver keeps them. Its full
+    // round trip also lets the server read the in-flight request's head.
+    let mut idle = common::tls_connect(server.webhook, &server.ca).await;
+    let (status, _) = roundtrip(&mut idle, "/validate", &body).await;
+    assert_eq!(status, 200);
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let plain = common::plain_client();
+    let text = poll_until("readyz to turn 503", WAIT, || async {
+        let r = plain.get(server.health_url("/readyz")).send().await.ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(text.contains("shutting down"), "{text}");
+
+    // The idle connection is closed by the server, not left to be reused.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("idle connection closed promptly");
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "idle connection got data: {read:?}"
+    );
+
+    // New connections are refused.
+    assert!(
+        tokio::net::TcpStream::connect(server.webhook)
+            .await
+            .is_err(),
+        "listener still accepting"
+    );
+
+    // The in-flight review completes.
+    in_flight.write_all(&body[half..]).await.unwrap();
+    in_flight.flush().await.unwrap();
+    let (status, answer) = common::read_response(&mut in_flight).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(response(&answer)["uid"], "uid-in-flight");
+
+    let exit = server.wait_exit(WAIT).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    assert!(server.log().contains("all connections drained"));
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::dev(
+        dir.path(),
+        &["--shutdown-grace", "1s", "--request-timeout", "60s"],
+    );
+    let body = serde_json::to_vec(&review("uid-stalled", plain_pod())).unwrap();
+    let mut stalled = common::tls_connect(server.webhook, &server.ca).await;
+    stalled
+        .write_all(common::request_head("/validate", body.len()).as_bytes())
+        .await
+        .unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    stalled.flush().await.unwrap();
+    // Lets the server read the stalled request's head first.
+    let mut other = common::tls_connect(server.webhook, &server.ca).await;
+    assert_eq!(roundtrip(&mut other, "/validate", &body).await.0, 200);
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let exit = server.wait_exit(WAIT).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(900), "exited after {took:?}");
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
+    let log = server.log();
+    assert!(log.contains("shutdown grace ran out"), "{log}");
+    assert!(log.contains("\"connections\":1"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_504_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &["--request-timeout", "500ms"]);
+    let body = serde_json::to_vec(&review("uid-slow", plain_pod())).unwrap();
+    let mut slow = common::tls_connect(server.webhook, &server.ca).await;
+    slow.write_all(common::request_head("/validate", body.len()).as_bytes())
+        .await
+        .unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    slow.flush().await.unwrap();
+    let started = Instant::now();
+    let (status, answer) = tokio::time::timeout(WAIT, common::read_response(&mut slow))
+        .await
+        .expect("answered at the deadline");
+    assert_eq!(status, 504);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(answer["error"].as_str().is_some(), "{answer}");
+}
+
+#[test]
+fn start_up_errors_exit_non_zero_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_issuer-guard"))
+            .args([
+                "serve",
+                "--no-cluster",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env_remove("ISSUER_GUARD_TLS_CERT")
+            .env_remove("ISSUER_GUARD_TLS_KEY")
+            .output()
+            .expect("run")
+    };
+    let cert = dir.path().join("tls.crt");
+    std::fs::write(&cert, "x").unwrap();
+    let out = run(&["--tls-cert", cert.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-key"), "{err}");
+
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(&config, "rules: {no-such-rule: deny}\n").unwrap();
+    let certs = dir.path().join("certs");
+    let out = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--dev-cert-dir",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-rule"), "{err}");
+}
+
+/// The patch bytes. kube-rs writes Go's `[]byte` as an array of numbers,
+/// which the API server's decoder accepts as well as base64.
+fn patch_bytes(patch: &Value) -> Vec<u8> {
+    match patch {
+        Value::Array(items) => items
+            .iter()
+            .map(|b| {
+                b.as_u64()
+                    .and_then(|b| u8::try_from(b).ok())
+                    .expect("a byte")
+            })
+            .collect(),
+        Value::String(s) => base64_decode(s),
+        other => panic!("patch is neither bytes nor base64: {other}"),
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
