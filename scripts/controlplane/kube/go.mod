@@ -5,8 +5,9 @@
 // are restated here against the published staging releases.
 //
 // Keep the k8s.io/kubernetes version in step with KUBERNETES_VERSION in
-// ../../versions.env and the staging versions with KUBERNETES_STAGING_VERSION;
-// scripts/build-control-plane refuses to run if they disagree.
+// ../../versions.env, and the staging replacements at the matching
+// v0.<minor>.<patch>; scripts/build-control-plane refuses to run if they
+// disagree.
 module issuer-guard/controlplane/kube
 
 go 1.26.0
