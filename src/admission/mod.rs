@@ -14,11 +14,11 @@ use kube::core::{Status, admission::AdmissionResponse};
 use crate::{
     config::Config,
     metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
-    object::{self, Kind, ObjectView},
+    object::{self, Kind, ObjectView, Text},
     policy::{self, Verdict},
     rules::{self, SecretIndex},
 };
-use review::{API_VERSION, KIND, ReviewIn, present, salvage_uid};
+use review::{API_VERSION, KIND, RawReview, RequestIn, ReviewIn, salvage_uid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -133,62 +133,23 @@ impl Webhook {
     }
 
     fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, AdmissionError> {
-        let review: ReviewIn = serde_json::from_slice(body).map_err(AdmissionError::Malformed)?;
-        let (api_version, kind) = (review.api_version.as_deref(), review.kind.as_deref());
-        if api_version != Some(API_VERSION) || kind != Some(KIND) {
-            return Err(AdmissionError::WrongType {
-                api_version: api_version.unwrap_or_default().to_owned(),
-                kind: kind.unwrap_or_default().to_owned(),
-            });
-        }
-        let req = review.request.ok_or(AdmissionError::MissingRequest)?;
-        let uid = req
-            .uid
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .ok_or(AdmissionError::MissingUid)?;
-        let mut response = allowed(uid);
-
-        let gk = req.kind.as_ref();
-        let Some(kind) = gk.and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind)) else {
-            let (group, name) = gk.map_or(("", ""), |gk| (&*gk.group, &*gk.kind));
-            response.warnings = Some(vec![rules::truncate_chars(
-                format!(
-                    "issuer-guard does not judge {group}/{name}; check the webhook registration's rules"
-                ),
-                rules::MAX_WARNING_CHARS,
-            )]);
-            return Ok(Outcome {
-                response,
-                kind: "other",
-                decision: "unjudged",
-            });
+        let review: ReviewIn<ObjectView> = match serde_json::from_slice(body) {
+            Ok(review) => review,
+            Err(e) => return diagnose(body, e),
+        };
+        let (req, uid) = envelope(review)?;
+        let mut response = allowed(&uid);
+        let kind = match judged_kind(&req) {
+            Ok(kind) => kind,
+            Err(decision) => return Ok(unjudged(response, &req, decision)),
         };
         let outcome = |response, decision| Outcome {
             response,
             kind: kind.as_str(),
             decision,
         };
-        // Ephemeral containers arrive through their own subresource and can
-        // read tokens like any container; other subresources (status, scale)
-        // cannot change how a pod gets its token.
-        let judged_subresource = matches!(
-            req.sub_resource.as_deref(),
-            None | Some("") | Some("ephemeralcontainers")
-        );
-        let operation = req.operation.as_deref().unwrap_or_default();
-        let update = operation == "UPDATE";
-        if !judged_subresource || !(operation == "CREATE" || update) {
-            return Ok(outcome(response, "allowed"));
-        }
-
-        let raw = present(req.object).ok_or(AdmissionError::MissingObject)?;
-        let obj: ObjectView =
-            serde_json::from_str(raw.get()).map_err(|source| AdmissionError::BadObject {
-                field: "object",
-                kind: kind.as_str(),
-                source,
-            })?;
+        let update = req.operation.as_deref() == Some("UPDATE");
+        let obj = req.object.as_ref().ok_or(AdmissionError::MissingObject)?;
         let namespace = req
             .namespace
             .as_deref()
@@ -198,22 +159,12 @@ impl Webhook {
         if config.is_exempt(namespace) {
             return Ok(outcome(response, "exempt"));
         }
-        let old =
-            match present(req.old_object).filter(|_| update) {
-                Some(raw) => Some(serde_json::from_str::<ObjectView>(raw.get()).map_err(
-                    |source| AdmissionError::BadObject {
-                        field: "oldObject",
-                        kind: kind.as_str(),
-                        source,
-                    },
-                )?),
-                None => None,
-            };
-        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, &obj, old.as_ref());
+        let old = req.old_object.as_ref().filter(|_| update);
+        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, obj, old);
 
         match endpoint {
             Endpoint::Mutate => {
-                let ops = mutation(kind, update, &obj, &config, &verdict);
+                let ops = mutation(kind, update, obj, &config, &verdict);
                 if ops.is_empty() {
                     return Ok(outcome(response, "allowed"));
                 }
@@ -267,6 +218,101 @@ impl Webhook {
                 .inc();
         }
     }
+}
+
+/// Checks the envelope and returns the request and its uid.
+fn envelope<'a, O>(
+    review: ReviewIn<'a, O>,
+) -> Result<(RequestIn<'a, O>, Text<'a>), AdmissionError> {
+    let (api_version, kind) = (review.api_version.as_deref(), review.kind.as_deref());
+    if api_version != Some(API_VERSION) || kind != Some(KIND) {
+        return Err(AdmissionError::WrongType {
+            api_version: api_version.unwrap_or_default().to_owned(),
+            kind: kind.unwrap_or_default().to_owned(),
+        });
+    }
+    let mut req = review.request.ok_or(AdmissionError::MissingRequest)?;
+    match req.uid.take() {
+        Some(uid) if !uid.is_empty() => Ok((req, uid)),
+        _ => Err(AdmissionError::MissingUid),
+    }
+}
+
+/// The kind to judge, or why the request is let through unjudged: not a
+/// kind with a pod spec, a subresource that cannot change how a pod gets its
+/// token (status, scale; ephemeral containers can), or an operation other
+/// than CREATE and UPDATE.
+fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, &'static str> {
+    let kind = req
+        .kind
+        .as_ref()
+        .and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind))
+        .ok_or("unjudged")?;
+    let subresource = matches!(
+        req.sub_resource.as_deref(),
+        None | Some("") | Some("ephemeralcontainers")
+    );
+    let operation = matches!(req.operation.as_deref(), Some("CREATE" | "UPDATE"));
+    if subresource && operation {
+        Ok(kind)
+    } else {
+        Err("allowed")
+    }
+}
+
+fn unjudged<O>(
+    mut response: AdmissionResponse,
+    req: &RequestIn<'_, O>,
+    decision: &'static str,
+) -> Outcome {
+    let known = req
+        .kind
+        .as_ref()
+        .and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind));
+    if known.is_none() {
+        let (group, name) = req
+            .kind
+            .as_ref()
+            .map_or(("", ""), |gk| (&*gk.group, &*gk.kind));
+        response.warnings = Some(vec![rules::truncate_chars(
+            format!(
+                "issuer-guard does not judge {group}/{name}; check the webhook registration's rules"
+            ),
+            rules::MAX_WARNING_CHARS,
+        )]);
+    }
+    Outcome {
+        response,
+        kind: known.map_or("other", Kind::as_str),
+        decision,
+    }
+}
+
+/// Explains a review the one-pass read rejected: reads the envelope again
+/// with the objects as raw JSON to tell a broken envelope from a broken
+/// object, and lets kinds issuer-guard does not judge through as usual.
+fn diagnose(body: &[u8], error: serde_json::Error) -> Result<Outcome, AdmissionError> {
+    let raw: RawReview = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(_) => return Err(AdmissionError::Malformed(error)),
+    };
+    let (req, uid) = envelope(raw)?;
+    let kind = match judged_kind(&req) {
+        Ok(kind) => kind,
+        Err(decision) => return Ok(unjudged(allowed(&uid), &req, decision)),
+    };
+    for (field, object) in [("object", req.object), ("oldObject", req.old_object)] {
+        if let Some(object) = object
+            && let Err(source) = serde_json::from_str::<ObjectView>(object.get())
+        {
+            return Err(AdmissionError::BadObject {
+                field,
+                kind: kind.as_str(),
+                source,
+            });
+        }
+    }
+    Err(AdmissionError::Malformed(error))
 }
 
 /// New Pods get the generation stamp; every judged object gets the at-risk

@@ -2,9 +2,10 @@
 //!
 //! kube's `AdmissionReview<DynamicObject>` buffers the whole review through
 //! serde's `flatten` and builds a typed `ObjectMeta`, which costs several
-//! times the rest of a review. Reading the envelope borrowed, with the
-//! objects as raw JSON, keeps the hot path lean; responses still use kube's
-//! `AdmissionResponse`.
+//! times the rest of a review. The envelope is read borrowed instead, and
+//! generic over how the objects are read: straight into the rules' view in
+//! one pass on the hot path, or as raw JSON to explain a failure. Responses
+//! still use kube's `AdmissionResponse`.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -15,19 +16,25 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
-pub struct ReviewIn<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a, O: Deserialize<'de>")
+)]
+pub struct ReviewIn<'a, O> {
     #[serde(default)]
     pub api_version: Option<Text<'a>>,
     #[serde(default)]
     pub kind: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    pub request: Option<RequestIn<'a>>,
+    #[serde(default)]
+    pub request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
-pub struct RequestIn<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a, O: Deserialize<'de>")
+)]
+pub struct RequestIn<'a, O> {
     #[serde(default)]
     pub uid: Option<Text<'a>>,
     #[serde(default)]
@@ -40,10 +47,10 @@ pub struct RequestIn<'a> {
     pub namespace: Option<Text<'a>>,
     #[serde(default)]
     pub operation: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    pub object: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub object: Option<O>,
+    #[serde(default)]
+    pub old_object: Option<O>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -75,7 +82,5 @@ pub fn salvage_uid(body: &[u8]) -> Option<String> {
     }
 }
 
-/// A JSON `null` object is the same as none.
-pub fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
-    raw.filter(|r| r.get() != "null")
-}
+/// The envelope with the objects left as raw JSON, for explaining failures.
+pub type RawReview<'a> = ReviewIn<'a, &'a RawValue>;

@@ -428,6 +428,15 @@ fn unusable_requests_get_clear_answers() {
 }
 
 #[test]
+fn an_escaped_uid_is_echoed() {
+    let h = harness("");
+    let body = SMALL_POD.replace("7b0c5f0e-2f4b", "7b0c5f0e-\\u0032f4b");
+    let a = ask(&h, Endpoint::Validate, &body);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.response()["uid"], "7b0c5f0e-2f4b-4d7e-8a1f-0d9c8b7a6e51");
+}
+
+#[test]
 fn requests_and_findings_are_counted() {
     let h = harness(KEY_ROTATION);
     ask(&h, Endpoint::Validate, DEPLOYMENT);

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::Text;
 
@@ -72,10 +72,11 @@ impl<'de> Visitor<'de> for MarksVisitor {
             entries: Vec::new(),
         };
         while let Some(key) = map.next_key::<Text<'de>>()? {
-            let value = map.next_value::<Option<Text<'de>>>()?;
-            if key.starts_with(PREFIX)
-                && let Some(value) = value
-            {
+            // Other tools' values are skipped unread: most of a pod's
+            // metadata is theirs, and reading it would cost every review.
+            if !key.starts_with(PREFIX) {
+                map.next_value::<IgnoredAny>()?;
+            } else if let Some(value) = map.next_value::<Option<Text<'de>>>()? {
                 marks.entries.push((key, value));
             }
         }
