@@ -1,0 +1,63 @@
+//! decode → judge → patch → encode for each review fixture, in process, with
+//! the configuration under which each fixture does real work.
+
+use std::{hint::black_box, sync::Arc};
+
+use arc_swap::ArcSwap;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use issuer_guard::{
+    admission::{Endpoint, Webhook},
+    config::Config,
+    metrics::Metrics,
+    rules::LegacySecrets,
+};
+
+const FIXTURES: [(&str, &str); 4] = [
+    (
+        "pod-small",
+        include_str!("../tests/fixtures/reviews/pod-small.json"),
+    ),
+    (
+        "pod-large",
+        include_str!("../tests/fixtures/reviews/pod-large.json"),
+    ),
+    (
+        "deployment-denied",
+        include_str!("../tests/fixtures/reviews/deployment-denied.json"),
+    ),
+    (
+        "deployment-update",
+        include_str!("../tests/fixtures/reviews/deployment-update.json"),
+    ),
+];
+
+/// A key rotation in progress, so the deployment fixtures are denied or
+/// grandfathered and every rule runs.
+const CONFIG: &str = "generation: {static: {number: 2, issuer: 'https://kubernetes.default.svc.cluster.local', keyId: kid-b}}\nrotation: {retiringKeyIds: [kid-a], graceSeconds: 3600}\n";
+
+fn admission(c: &mut Criterion) {
+    let mut secrets = LegacySecrets::default();
+    for i in 0..1000 {
+        secrets.insert("shop", &format!("legacy-{i}-token"));
+    }
+    let webhook = Webhook::new(
+        Arc::new(ArcSwap::from_pointee(
+            Config::parse(CONFIG).expect("bench config"),
+        )),
+        Arc::new(secrets),
+        Arc::new(Metrics::new()),
+    );
+    for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+        let mut group = c.benchmark_group(endpoint.as_str());
+        for (name, body) in FIXTURES {
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_function(name, |b| {
+                b.iter(|| webhook.review(endpoint, black_box(body.as_bytes())))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, admission);
+criterion_main!(benches);

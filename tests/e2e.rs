@@ -1,0 +1,558 @@
+//! End-to-end scenarios: issuer-guard registered with a real kube-apiserver
+//! (and kube-controller-manager, etcd), judged by what the API server
+//! returns and stores. The control-plane binaries come from
+//! scripts/build-control-plane (or KUBE_APISERVER, KUBE_CONTROLLER_MANAGER
+//! and ETCD).
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::{Pod, ReplicationController, Secret},
+};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use support::{
+    ControlPlane, Injector, IssuerGuard, NS, SaKey, ServiceAccountFlags,
+    api::{self, create},
+    eventually,
+    injector::{self, INJECT_LABEL},
+    webhook::{
+        AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
+    },
+};
+
+const OLD: &str = "https://old.issuer.e2e.example";
+const NEW: &str = "https://new.issuer.e2e.example";
+const IMAGE: &str = "registry.e2e.example/app:1";
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// issuer-guard's config file with a static generation.
+fn config(number: u64, issuer: &str, key_id: &str, mode: &str, rotation: &str) -> String {
+    format!(
+        "generation:\n  static: {{number: {number}, issuer: \"{issuer}\", keyId: \"{key_id}\"}}\n\
+         rotation: {rotation}\nmode: {mode}\n"
+    )
+}
+
+fn pod(name: &str, containers: Value, volumes: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers, "volumes": volumes},
+    })
+}
+
+fn plain_pod(name: &str) -> Value {
+    pod(name, json!([{"name": "app", "image": IMAGE}]), json!([]))
+}
+
+/// A Pod that asks for a projected token with `audience`.
+fn audience_pod(name: &str, audience: &str) -> Value {
+    pod(
+        name,
+        json!([{"name": "app", "image": IMAGE,
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/tokens"}]}]),
+        json!([{"name": "token", "projected": {"sources": [{"serviceAccountToken":
+            {"audience": audience, "expirationSeconds": 3600, "path": "token"}}]}}]),
+    )
+}
+
+/// A container that reads the legacy token of Secret `secret` into an env var.
+fn env_reader(secret: &str) -> Value {
+    json!({"name": "runner", "image": IMAGE, "env": [
+        {"name": "KUBE_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
+    ]})
+}
+
+/// A Pod that mounts the token file of Secret `secret` alone, with subPath.
+fn subpath_reader(name: &str, secret: &str) -> Value {
+    pod(
+        name,
+        json!([{"name": "client", "image": IMAGE, "volumeMounts": [
+            {"name": "legacy", "mountPath": "/app/token", "subPath": "token", "readOnly": true}
+        ]}]),
+        json!([{"name": "legacy", "secret": {"secretName": secret}}]),
+    )
+}
+
+fn workload(kind: &str, api_version: &str, name: &str, containers: Value) -> Value {
+    json!({
+        "apiVersion": api_version, "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": if kind == "ReplicationController" { json!({"app": name}) }
+                        else { json!({"matchLabels": {"app": name}}) },
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": containers},
+            },
+        },
+    })
+}
+
+fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj["metadata"]["labels"][key].as_str()
+}
+
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj["metadata"]["annotations"][key].as_str()
+}
+
+#[track_caller]
+fn assert_stamped(obj: &Value, generation: u64, issuer: &str) {
+    let name = &obj["metadata"]["name"];
+    assert_eq!(
+        label(obj, GENERATION_LABEL),
+        Some(generation.to_string().as_str()),
+        "generation of {name}: {obj}"
+    );
+    assert_eq!(
+        annotation(obj, ISSUER_ANNOTATION),
+        Some(issuer),
+        "issuer of {name}"
+    );
+}
+
+#[track_caller]
+fn assert_at_risk(obj: &Value, rule: &str) {
+    let name = &obj["metadata"]["name"];
+    assert_eq!(
+        label(obj, AT_RISK_LABEL),
+        Some("true"),
+        "at-risk of {name}: {obj}"
+    );
+    let risks = annotation(obj, RISKS_ANNOTATION).unwrap_or_default();
+    assert!(
+        risks.split(',').any(|r| r == rule),
+        "risks of {name} lack {rule}: {risks:?}"
+    );
+}
+
+#[track_caller]
+fn assert_warned(created: &api::Created, needle: &str) {
+    assert!(
+        created.warnings.iter().any(|w| w.contains(needle)),
+        "no warning contains {needle:?}: {:?}",
+        created.warnings
+    );
+}
+
+async fn get_pod(cp: &ControlPlane, name: &str) -> Value {
+    let pod = Api::<Pod>::namespaced(cp.client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get pod {name}: {e}"));
+    serde_json::to_value(pod).expect("a pod as JSON")
+}
+
+/// The Pods a controller made for the workload labelled `app=<app>`.
+async fn controller_pods(cp: &ControlPlane, app: &str, owner_kind: &str) -> Vec<Value> {
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), NS);
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    let found = eventually(
+        &format!("{owner_kind} {app} to create pods"),
+        CONTROLLER_TIMEOUT,
+        || async { pods.list(&lp).await.ok().filter(|l| !l.items.is_empty()) },
+    )
+    .await;
+    let pods: Vec<Value> = found
+        .items
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("a pod as JSON"))
+        .collect();
+    for p in &pods {
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"], owner_kind,
+            "owner of {}",
+            p["metadata"]["name"]
+        );
+    }
+    pods
+}
+
+/// Creates a plain Pod and checks its stamp; returns what to check later.
+async fn create_stamped(
+    cp: &ControlPlane,
+    name: &str,
+    generation: u64,
+    issuer: &'static str,
+) -> (String, u64, &'static str) {
+    let c = create::<Pod>(&cp.client, &plain_pod(name), false).await;
+    assert_stamped(c.object(), generation, issuer);
+    (name.to_owned(), generation, issuer)
+}
+
+/// Scenario 1: a Pod created through the API server is stamped; with an
+/// IRSA-style injector running after issuer-guard, issuer-guard is
+/// re-invoked and judges the final Pod, which only the injected volume
+/// makes at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_pods_and_judges_the_final_object_after_reinvocation() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuers(&[NEW, OLD])).await;
+    let rotation = format!("{{retiringIssuers: [\"{OLD}\"]}}");
+    let mut guard = IssuerGuard::start(&cp, &config(2, NEW, "", "audit", &rotation)).await;
+
+    let plain = create::<Pod>(&cp.client, &plain_pod("plain"), false).await;
+    assert_stamped(plain.object(), 2, NEW);
+    assert_eq!(annotation(plain.object(), KEY_ID_ANNOTATION), Some(""));
+    assert_eq!(label(plain.object(), AT_RISK_LABEL), None);
+    assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+
+    let injector = Injector::start(&cp).await;
+    let calls = injector.calls();
+    let mut irsa = plain_pod("irsa");
+    irsa["metadata"]["labels"] = json!({INJECT_LABEL: "true"});
+    let created = create::<Pod>(&cp.client, &irsa, false).await;
+    let stored = get_pod(&cp, "irsa").await;
+    assert_eq!(stored, *created.object());
+    assert_eq!(injector.calls(), calls + 1, "the injector runs once");
+    assert_eq!(injector::volume_count(&stored, injector::VOLUME), 1);
+    assert_stamped(&stored, 2, NEW);
+    // Only issuer-guard's second call can have seen the injected volume:
+    // its first call came before the injector.
+    assert_at_risk(&stored, "federated-audience-untrusted");
+    assert_warned(
+        &created,
+        "federated-audience-untrusted: volume \"aws-iam-token\"",
+    );
+
+    // In enforce mode the same final object is denied, naming the volume
+    // that the client never sent.
+    guard
+        .set_config(&config(2, NEW, "", "enforce", &rotation))
+        .await;
+    irsa["metadata"]["name"] = json!("irsa-enforced");
+    let denied = create::<Pod>(&cp.client, &irsa, false).await;
+    let message = denied.denial();
+    assert!(
+        message.contains("[federated-audience-untrusted] volume \"aws-iam-token\""),
+        "{message}"
+    );
+}
+
+/// Scenario 2: a Deployment that reads a legacy token into an env var is
+/// denied in enforce mode under a declared key rotation, admitted with
+/// warnings and labelled in audit mode; Pods made by controllers are stamped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denies_warns_and_stamps_controller_created_pods() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    // The key id computed from key A (base64url of the SHA-256 of its PKIX
+    // DER) is the `kid` of the tokens the API server signs with A.
+    let (_, kid) = api::issuer_and_kid(&api::token_request(&cp.client, "default").await);
+    assert_eq!(kid, kid_a);
+    let rotation = format!("{{retiringKeyIds: [\"{kid_a}\"]}}");
+    let mut guard = IssuerGuard::start(&cp, &config(1, NEW, &kid_b, "enforce", &rotation)).await;
+    api::legacy_token(&cp.client, "ci-bot", "ci-bot-token").await;
+
+    let runner = workload(
+        "Deployment",
+        "apps/v1",
+        "runner",
+        json!([env_reader("ci-bot-token")]),
+    );
+    // issuer-guard learns of the Secret through its watch; until then it
+    // cannot tell the Secret holds a legacy token.
+    let denied = eventually(
+        "issuer-guard to deny the runner",
+        CONTROLLER_TIMEOUT,
+        || async {
+            let c = create::<Deployment>(&cp.client, &runner, true).await;
+            (c.status == 403).then_some(c)
+        },
+    )
+    .await;
+    let denied_for_real = create::<Deployment>(&cp.client, &runner, false).await;
+    for message in [denied.denial(), denied_for_real.denial()] {
+        assert!(
+            message.contains("issuer-guard denied Deployment \"runner\"")
+                && message.contains("[legacy-token-env] container \"runner\"")
+                && message.contains("ci-bot-token"),
+            "{message}"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(cp.client.clone(), NS);
+    assert!(deployments.get_opt("runner").await.expect("get").is_none());
+
+    guard
+        .set_config(&config(1, NEW, &kid_b, "audit", &rotation))
+        .await;
+    let admitted = create::<Deployment>(&cp.client, &runner, false).await;
+    assert_at_risk(admitted.object(), "legacy-token-env");
+    assert_warned(
+        &admitted,
+        "legacy-token-env: container \"runner\" at spec.template.spec.containers[0].env[0]",
+    );
+    for p in controller_pods(&cp, "runner", "ReplicaSet").await {
+        assert_stamped(&p, 1, NEW);
+        assert_at_risk(&p, "legacy-token-env");
+    }
+
+    let plain = json!([{"name": "app", "image": IMAGE}]);
+    let rs = workload("ReplicaSet", "apps/v1", "plain-rs", plain.clone());
+    create::<ReplicaSet>(&cp.client, &rs, false).await.object();
+    let rc = workload("ReplicationController", "v1", "plain-rc", plain);
+    create::<ReplicationController>(&cp.client, &rc, false)
+        .await
+        .object();
+    for (app, owner) in [
+        ("plain-rs", "ReplicaSet"),
+        ("plain-rc", "ReplicationController"),
+    ] {
+        for p in controller_pods(&cp, app, owner).await {
+            assert_stamped(&p, 1, NEW);
+            assert_eq!(label(&p, AT_RISK_LABEL), None, "{p}");
+        }
+    }
+}
+
+/// Scenario 3: the kOps issuer migration, [old] → [old,new] → [new,old] →
+/// [new], with issuer-guard's config following each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_url_change_as_kops_does_it() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(OLD)).await;
+    let mut guard = IssuerGuard::start(&cp, &config(1, OLD, "", "enforce", "{}")).await;
+    let retiring_old = format!("{{retiringIssuers: [\"{OLD}\"]}}");
+    // Every pod created so far, with the stamp it must keep for good.
+    let mut stamped = Vec::new();
+    // [old]
+    stamped.push(create_stamped(&cp, "step1", 1, OLD).await);
+    let minted_under_old = api::token_request(&cp.client, "default").await;
+    assert_eq!(api::issuer_and_kid(&minted_under_old).0, OLD);
+    assert!(api::token_accepted(&cp.client, &minted_under_old).await);
+
+    // [old, new]: old still signs, new is accepted too.
+    cp.restart_apiserver(ServiceAccountFlags::issuers(&[OLD, NEW]))
+        .await;
+    guard.wait_called().await;
+    stamped.push(create_stamped(&cp, "step2-before-config", 1, OLD).await);
+    guard.set_config(&config(2, OLD, "", "enforce", "{}")).await;
+    stamped.push(create_stamped(&cp, "step2", 2, OLD).await);
+    // No rotation is declared yet, so nothing is certain to break.
+    create::<Pod>(&cp.client, &audience_pod("aud-old-2", OLD), false)
+        .await
+        .object();
+
+    // [new, old]: new signs; old is retiring.
+    cp.restart_apiserver(ServiceAccountFlags::issuers(&[NEW, OLD]))
+        .await;
+    guard.wait_called().await;
+    stamped.push(create_stamped(&cp, "step3-before-config", 2, OLD).await);
+    guard
+        .set_config(&config(3, NEW, "", "enforce", &retiring_old))
+        .await;
+    stamped.push(create_stamped(&cp, "step3", 3, NEW).await);
+    let denied = create::<Pod>(&cp.client, &audience_pod("aud-old-3", OLD), false).await;
+    assert!(
+        denied
+            .denial()
+            .contains("[audience-retiring-issuer] volume \"token\""),
+        "{}",
+        denied.denial()
+    );
+    create::<Pod>(&cp.client, &audience_pod("aud-new-3", NEW), false)
+        .await
+        .object();
+    assert_eq!(
+        api::issuer_and_kid(&api::token_request(&cp.client, "default").await).0,
+        NEW
+    );
+    // The danger: a token minted under [old] still works here...
+    assert!(api::token_accepted(&cp.client, &minted_under_old).await);
+
+    // [new]: old is retired.
+    cp.restart_apiserver(ServiceAccountFlags::issuer(NEW)).await;
+    guard.wait_called().await;
+    guard
+        .set_config(&config(4, NEW, "", "enforce", &retiring_old))
+        .await;
+    stamped.push(create_stamped(&cp, "step4", 4, NEW).await);
+    let denied = create::<Pod>(&cp.client, &audience_pod("aud-old-4", OLD), false).await;
+    assert!(denied.denial().contains("audience-retiring-issuer"));
+    // ...and dies with the old issuer, while a fresh token works.
+    assert!(!api::token_accepted(&cp.client, &minted_under_old).await);
+    let fresh = api::token_request(&cp.client, "default").await;
+    assert!(api::token_accepted(&cp.client, &fresh).await);
+
+    // Stamps record the generation a pod was created under, through every
+    // restart and reload since.
+    for (name, generation, issuer) in stamped {
+        assert_stamped(&get_pod(&cp, &name).await, generation, issuer);
+    }
+}
+
+/// Scenario 4: signing-key rotation. A legacy token signed with key A dies
+/// when A is retired; issuer-guard flagged, at admission, the pods that
+/// froze it in an env var or a subPath mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_flags_pods_that_froze_a_legacy_token() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let mut guard = IssuerGuard::start(&cp, &config(1, NEW, &kid_a, "enforce", "{}")).await;
+    let legacy = api::legacy_token(&cp.client, "bot", "bot-token").await;
+    assert_eq!(
+        api::issuer_and_kid(&legacy),
+        ("kubernetes/serviceaccount".to_owned(), kid_a.clone())
+    );
+    assert!(api::token_accepted(&cp.client, &legacy).await);
+
+    let env_pod = |name: &str| pod(name, json!([env_reader("bot-token")]), json!([]));
+    // Before any rotation is declared the hazard is labelled, not denied.
+    // Waiting for the label also waits for issuer-guard's Secret watch.
+    eventually(
+        "issuer-guard to know bot-token",
+        CONTROLLER_TIMEOUT,
+        || async {
+            let c = create::<Pod>(&cp.client, &env_pod("env-before"), true).await;
+            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
+        },
+    )
+    .await;
+    let env_before = create::<Pod>(&cp.client, &env_pod("env-before"), false).await;
+    assert_at_risk(env_before.object(), "legacy-token-env");
+    let sub_before = create::<Pod>(
+        &cp.client,
+        &subpath_reader("sub-before", "bot-token"),
+        false,
+    )
+    .await;
+    assert_at_risk(sub_before.object(), "token-subpath");
+
+    // Key B signs; A still verifies. The rotation is declared.
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(NEW)
+    })
+    .await;
+    let (_, kid) = api::issuer_and_kid(&api::token_request(&cp.client, "default").await);
+    assert_eq!(kid, kid_b);
+    let rotation = format!("{{retiringKeyIds: [\"{kid_a}\"]}}");
+    guard.wait_called().await;
+    guard
+        .set_config(&config(2, NEW, &kid_b, "enforce", &rotation))
+        .await;
+    let denied = create::<Pod>(&cp.client, &env_pod("env-during"), false).await;
+    assert!(
+        denied
+            .denial()
+            .contains("[legacy-token-env] container \"runner\""),
+        "{}",
+        denied.denial()
+    );
+    let denied = create::<Pod>(
+        &cp.client,
+        &subpath_reader("sub-during", "bot-token"),
+        false,
+    )
+    .await;
+    assert!(
+        denied
+            .denial()
+            .contains("[token-subpath] container \"client\""),
+        "{}",
+        denied.denial()
+    );
+    // An owner who accepts the risk opts out, and is still told.
+    let mut opted_out = env_pod("env-opted-out");
+    opted_out["metadata"]["annotations"] = json!({"issuer-guard.io/ignore": "legacy-token-env"});
+    let admitted = create::<Pod>(&cp.client, &opted_out, false).await;
+    assert_stamped(admitted.object(), 2, NEW);
+    assert_warned(&admitted, "opts out of legacy-token-env (1 hidden)");
+    // In audit mode the same pods are admitted and marked.
+    guard
+        .set_config(&config(2, NEW, &kid_b, "audit", &rotation))
+        .await;
+    let env_audit = create::<Pod>(&cp.client, &env_pod("env-audit"), false).await;
+    assert_at_risk(env_audit.object(), "legacy-token-env");
+    let sub_audit =
+        create::<Pod>(&cp.client, &subpath_reader("sub-audit", "bot-token"), false).await;
+    assert_at_risk(sub_audit.object(), "token-subpath");
+    assert_warned(&sub_audit, "token-subpath: container \"client\"");
+
+    // A is retired: only B verifies, and the controller-manager signs with B.
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::B],
+        ..ServiceAccountFlags::issuer(NEW)
+    })
+    .await;
+    cp.restart_controller_manager(SaKey::B);
+    assert!(
+        !api::token_accepted(&cp.client, &legacy).await,
+        "a legacy token signed with a retired key must be rejected"
+    );
+    // Regenerating the Secret mends the Secret, not the pods that froze the
+    // old value: that is why issuer-guard flags them at admission.
+    Api::<Secret>::namespaced(cp.client.clone(), NS)
+        .patch(
+            "bot-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": null}})),
+        )
+        .await
+        .expect("clear the token");
+    let regenerated = api::filled_token(&cp.client, "bot-token").await;
+    assert_eq!(api::issuer_and_kid(&regenerated).1, kid_b);
+    assert!(api::token_accepted(&cp.client, &regenerated).await);
+    for (name, rule) in [
+        ("env-before", "legacy-token-env"),
+        ("sub-before", "token-subpath"),
+        ("env-audit", "legacy-token-env"),
+        ("sub-audit", "token-subpath"),
+    ] {
+        assert_at_risk(&get_pod(&cp, name).await, rule);
+    }
+}
+
+/// Scenario 5: a dryRun=All create is judged like a real one and leaves
+/// nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_is_judged_and_leaves_nothing_behind() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuers(&[NEW, OLD])).await;
+    let rotation = format!("{{retiringIssuers: [\"{OLD}\"]}}");
+    let _guard = IssuerGuard::start(&cp, &config(7, NEW, "", "enforce", &rotation)).await;
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), NS);
+
+    let stamped = create::<Pod>(&cp.client, &plain_pod("dry-ok"), true).await;
+    assert_stamped(stamped.object(), 7, NEW);
+    let denied = create::<Pod>(&cp.client, &audience_pod("dry-bad", OLD), true).await;
+    assert!(
+        denied.denial().contains("audience-retiring-issuer"),
+        "{}",
+        denied.denial()
+    );
+    let template = audience_pod("unused", OLD)["spec"].clone();
+    let mut deployment = workload("Deployment", "apps/v1", "dry-deploy", json!([]));
+    deployment["spec"]["template"]["spec"] = template;
+    let denied = create::<Deployment>(&cp.client, &deployment, true).await;
+    assert!(
+        denied
+            .denial()
+            .contains("issuer-guard denied Deployment \"dry-deploy\""),
+        "{}",
+        denied.denial()
+    );
+
+    for name in ["dry-ok", "dry-bad"] {
+        assert!(
+            pods.get_opt(name).await.expect("get").is_none(),
+            "{name} exists"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(cp.client.clone(), NS);
+    assert!(
+        deployments
+            .get_opt("dry-deploy")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

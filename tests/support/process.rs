@@ -1,0 +1,156 @@
+//! Child processes that cannot outlive their test: killed on drop (also
+//! while a test panics), their output kept in a log file that is printed
+//! when the test fails, and their peak memory reported when they stop.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+};
+
+/// How much of a log a failing test prints; the file keeps the rest.
+const LOG_TAIL_BYTES: u64 = 12 * 1024;
+
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    stopped: bool,
+}
+
+impl Proc {
+    /// Starts `program` with its stdout and stderr in `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: PathBuf) -> Proc {
+        let out = File::create(&log).expect("create a log file");
+        let err = out.try_clone().expect("clone a log file handle");
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        // If the test process dies without unwinding (SIGKILL, abort), the
+        // kernel kills the child instead of leaving it running. Children are
+        // spawned from runtime worker or test threads, which live until the
+        // fixtures holding the children are gone.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            stopped: false,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails the test with the process's log if it has exited: waiting on a
+    /// dead process until a timeout would hide why it died.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early ({status}); its log {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log)
+            );
+        }
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        if self.stopped {
+            // The pid may belong to another process by now.
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Reports peak memory and kills the process. Idempotent.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if let Some(kib) = self.peak_memory_kib() {
+            eprintln!(
+                "peak memory (VmHWM) of {} [pid {}]: {} MiB",
+                self.name,
+                self.pid(),
+                kib / 1024
+            );
+        }
+        // SIGKILL: nothing these processes hold needs a clean shutdown, and
+        // a graceful one (kube-apiserver drains for seconds) would only slow
+        // every test down.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stopped = true;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log {} (last {} KiB) ----\n{}\n---- end of {} log ----",
+                self.name,
+                self.log.display(),
+                LOG_TAIL_BYTES / 1024,
+                tail(&self.log),
+                self.name
+            );
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return "(no log)".to_owned();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A loopback port that was free a moment ago and that no other test in
+/// this process has been given. Another process could still take it before
+/// the child binds it; that window is small and the child then fails loudly.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a loopback port")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}

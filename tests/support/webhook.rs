@@ -1,0 +1,241 @@
+//! issuer-guard as a local process, registered with the test's API server
+//! through a MutatingWebhookConfiguration and a ValidatingWebhookConfiguration
+//! the way a real installation registers it.
+
+use std::{path::PathBuf, time::Duration};
+
+use k8s_openapi::api::{
+    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    core::v1::Pod,
+};
+use kube::{Api, Client, api::PostParams};
+use serde_json::{Value, json};
+
+use super::{
+    ControlPlane, Deadline, api,
+    process::{Proc, free_port},
+};
+
+pub const GENERATION_LABEL: &str = "issuer-guard.io/generation";
+pub const AT_RISK_LABEL: &str = "issuer-guard.io/at-risk";
+pub const ISSUER_ANNOTATION: &str = "issuer-guard.io/issuer";
+pub const KEY_ID_ANNOTATION: &str = "issuer-guard.io/key-id";
+pub const RISKS_ANNOTATION: &str = "issuer-guard.io/risks";
+
+/// The name both configurations are registered under. Mutating webhooks
+/// are called in the order of their configurations' names, which puts a
+/// later-named injector after issuer-guard.
+pub const CONFIGURATION_NAME: &str = "issuer-guard";
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct IssuerGuard {
+    process: Proc,
+    client: Client,
+    config: PathBuf,
+    health: String,
+    http: reqwest::Client,
+}
+
+impl IssuerGuard {
+    /// Starts issuer-guard against `cp` with `config` (YAML), registers it,
+    /// and returns once the API server calls it.
+    pub async fn start(cp: &ControlPlane, config: &str) -> IssuerGuard {
+        let dir = cp.dir().join("issuer-guard");
+        std::fs::create_dir_all(&dir).expect("create issuer-guard's directory");
+        let config_path = dir.join("config.yaml");
+        write_atomically(&config_path, config);
+        let (port, health_port) = (free_port(), free_port());
+        // reqwest is built without a TLS provider of its own; only one is
+        // compiled in, and another test may have installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = dir.join("certs");
+        let process = Proc::spawn(
+            "issuer-guard",
+            env!("CARGO_BIN_EXE_issuer-guard").as_ref(),
+            &[
+                "serve".into(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--health-listen=127.0.0.1:{health_port}"),
+                format!("--dev-cert-dir={}", certs.display()),
+                format!("--config={}", config_path.display()),
+                "--reload-interval=100ms".into(),
+                format!("--kubeconfig={}", cp.kubeconfig.display()),
+            ],
+            cp.dir().join("issuer-guard.log"),
+        );
+        let mut guard = IssuerGuard {
+            process,
+            client: cp.client.clone(),
+            config: config_path,
+            health: format!("http://127.0.0.1:{health_port}"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
+        };
+        guard.wait_ready().await;
+        let ca = std::fs::read(certs.join("ca.crt")).expect("issuer-guard's dev CA");
+        register(&cp.client, port, &ca).await;
+        guard.wait_called().await;
+        guard
+    }
+
+    /// Replaces the config file and waits until issuer-guard has reloaded it.
+    pub async fn set_config(&mut self, config: &str) {
+        let before = self.reloads("success").await;
+        let failed = self.reloads("error").await;
+        write_atomically(&self.config, config);
+        let deadline = Deadline::new("issuer-guard to reload its config", TIMEOUT);
+        loop {
+            self.process.assert_running();
+            assert_eq!(
+                self.reloads("error").await,
+                failed,
+                "issuer-guard rejected the config:\n{config}"
+            );
+            if self.reloads("success").await > before {
+                return;
+            }
+            deadline.tick().await;
+        }
+    }
+
+    /// A counter of `issuer_guard_config_reloads` from /metrics.
+    async fn reloads(&self, result: &str) -> u64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        let prefix = format!("issuer_guard_config_reloads_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.health))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Deadline::new("issuer-guard /readyz", TIMEOUT);
+        loop {
+            self.process.assert_running();
+            if self
+                .get("/readyz")
+                .await
+                .is_some_and(|(status, _)| status == 200)
+            {
+                return;
+            }
+            deadline.tick().await;
+        }
+    }
+
+    /// Waits until a dry-run Pod comes back stamped: the API server has
+    /// loaded the registration and reaches the webhook over TLS.
+    pub async fn wait_called(&mut self) {
+        let deadline = Deadline::new("the API server to call issuer-guard", TIMEOUT);
+        loop {
+            self.process.assert_running();
+            let created = api::create::<Pod>(&self.client, &probe_pod(), true).await;
+            if created.body["metadata"]["labels"][GENERATION_LABEL].is_string() {
+                return;
+            }
+            deadline.tick().await;
+        }
+    }
+}
+
+fn probe_pod() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "probe-"},
+        "spec": {"containers": [{"name": "c", "image": "registry.example/probe:1"}]}
+    })
+}
+
+/// Write then rename, so the reloader never reads a half-written file.
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write the config");
+    std::fs::rename(&tmp, path).expect("replace the config");
+}
+
+/// The workload kinds whose pod templates issuer-guard judges.
+fn workload_rules() -> Vec<Value> {
+    let ops = json!(["CREATE", "UPDATE"]);
+    vec![
+        json!({"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ops,
+               "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]}),
+        json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ops,
+               "resources": ["replicationcontrollers", "podtemplates"]}),
+        json!({"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ops,
+               "resources": ["jobs", "cronjobs"]}),
+    ]
+}
+
+async fn register(client: &Client, port: u16, ca: &[u8]) {
+    let webhook = |name: &str, path: &str, rules: Vec<Value>| {
+        json!({
+            "name": name,
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{port}{path}"),
+                "caBundle": base64_encode(ca),
+            },
+            "rules": rules,
+            // kube-system must never wait on a webhook, or a control-plane
+            // restart can deadlock on it.
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]
+            }]},
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+        })
+    };
+    let mut mutate_rules = workload_rules();
+    mutate_rules.push(json!({"apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CREATE"], "resources": ["pods"]}));
+    let mut mutating = webhook("mutate.issuer-guard.io", "/mutate", mutate_rules);
+    // Another mutating webhook (an injector) may add a token volume after
+    // issuer-guard ran; it must then judge the final object again.
+    mutating["reinvocationPolicy"] = json!("IfNeeded");
+    let mut validate_rules = workload_rules();
+    validate_rules.push(json!({"apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}));
+    let validating = webhook("validate.issuer-guard.io", "/validate", validate_rules);
+
+    let meta = json!({"name": CONFIGURATION_NAME});
+    let m: MutatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": meta, "webhooks": [mutating]}))
+            .expect("a MutatingWebhookConfiguration");
+    let v: ValidatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": meta, "webhooks": [validating]}))
+            .expect("a ValidatingWebhookConfiguration");
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &m)
+        .await
+        .expect("register the mutating webhook");
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &v)
+        .await
+        .expect("register the validating webhook");
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
