@@ -76,6 +76,13 @@ fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
     out
 }
 
+/// A legacy token Secret for `account` followed by `rest`, as one stream.
+fn with_legacy_secret(namespace: &str, name: &str, account: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}, annotations: {{kubernetes.io/service-account.name: {account}}}}}\ntype: kubernetes.io/service-account-token\n---\n{rest}"
+    )
+}
+
 fn rules_of(findings: &[Finding]) -> Vec<RuleId> {
     findings.iter().map(|f| f.rule).collect()
 }
@@ -104,13 +111,11 @@ fn legacy_token_env_flags_the_token_key_only() {
 
 #[test]
 fn legacy_token_env_from_in_a_cronjob() {
-    let y = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: deployer-token, namespace: ops, annotations: {kubernetes.io/service-account.name: deployer}}
-type: kubernetes.io/service-account-token
----
-apiVersion: batch/v1
+    let y = &with_legacy_secret(
+        "ops",
+        "deployer-token",
+        "deployer",
+        r#"apiVersion: batch/v1
 kind: CronJob
 metadata: {name: nightly, namespace: ops}
 spec:
@@ -125,7 +130,8 @@ spec:
             envFrom:
             - configMapRef: {name: settings}
             - secretRef: {name: deployer-token}
-"#;
+"#,
+    );
     let f = judge_yaml(y, &key_rotation());
     assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
     assert_eq!(
@@ -158,13 +164,11 @@ fn pre_124_default_token_volume_is_a_hazard() {
 
 #[test]
 fn legacy_secret_volume_with_only_the_ca_is_not_a_token() {
-    let y = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: default-token-abcde, namespace: legacy, annotations: {kubernetes.io/service-account.name: default}}
-type: kubernetes.io/service-account-token
----
-apiVersion: v1
+    let y = &with_legacy_secret(
+        "legacy",
+        "default-token-abcde",
+        "default",
+        r#"apiVersion: v1
 kind: Pod
 metadata: {name: ca-reader, namespace: legacy}
 spec:
@@ -176,7 +180,8 @@ spec:
     projected:
       sources:
       - secret: {name: default-token-abcde, items: [{key: token, path: sa/token}]}
-"#;
+"#,
+    );
     let f = judge_yaml(y, &key_rotation());
     assert_eq!(rules_of(&f), [RuleId::LegacyTokenVolume]);
     assert_eq!(f[0].path, "spec.volumes[1].projected.sources[0].secret");
@@ -201,13 +206,11 @@ fn subpath_token_is_flagged_but_subpath_ca_is_not() {
 
 #[test]
 fn subpath_of_a_legacy_token_and_subpath_expr() {
-    let y = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: default-token-abcde, namespace: legacy, annotations: {kubernetes.io/service-account.name: default}}
-type: kubernetes.io/service-account-token
----
-apiVersion: v1
+    let y = &with_legacy_secret(
+        "legacy",
+        "default-token-abcde",
+        "default",
+        r#"apiVersion: v1
 kind: Pod
 metadata: {name: frozen, namespace: legacy}
 spec:
@@ -229,7 +232,8 @@ spec:
     projected:
       sources:
       - serviceAccountToken: {path: sa/token, expirationSeconds: 3600}
-"#;
+"#,
+    );
     let f = judge_yaml(y, &key_rotation());
     assert_eq!(
         rules_of(&f),
@@ -259,13 +263,11 @@ spec:
 
 #[test]
 fn ephemeral_containers_are_inspected() {
-    let y = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: debug-token, namespace: prod, annotations: {kubernetes.io/service-account.name: debugger}}
-type: kubernetes.io/service-account-token
----
-apiVersion: v1
+    let y = &with_legacy_secret(
+        "prod",
+        "debug-token",
+        "debugger",
+        r#"apiVersion: v1
 kind: Pod
 metadata: {name: app, namespace: prod}
 spec:
@@ -276,7 +278,8 @@ spec:
     env:
     - name: TOKEN
       valueFrom: {secretKeyRef: {name: debug-token, key: token}}
-"#;
+"#,
+    );
     let f = judge_yaml(y, &no_rotation());
     assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
     assert_eq!(f[0].path, "spec.ephemeralContainers[0].env[0]");

@@ -16,11 +16,9 @@ use super::{
     process::{Proc, free_port},
 };
 
-pub const GENERATION_LABEL: &str = "issuer-guard.io/generation";
-pub const AT_RISK_LABEL: &str = "issuer-guard.io/at-risk";
-pub const ISSUER_ANNOTATION: &str = "issuer-guard.io/issuer";
-pub const KEY_ID_ANNOTATION: &str = "issuer-guard.io/key-id";
-pub const RISKS_ANNOTATION: &str = "issuer-guard.io/risks";
+pub use issuer_guard::object::{
+    AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
+};
 
 /// The name both configurations are registered under. Mutating webhooks
 /// are called in the order of their configurations' names, which puts a
