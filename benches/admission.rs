@@ -1,14 +1,17 @@
 //! decode → judge → patch → encode for each review fixture, in process, with
-//! the configuration under which each fixture does real work.
+//! the configuration under which each fixture does real work; and, to tell
+//! how much of it is reading JSON, the decode alone and serde_json's floor
+//! for merely scanning the same bytes.
 
 use std::{hint::black_box, sync::Arc};
 
 use arc_swap::ArcSwap;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use issuer_guard::{
-    admission::{Endpoint, Webhook},
+    admission::{Endpoint, Webhook, review::ReviewIn},
     config::Config,
     metrics::Metrics,
+    object::ObjectView,
     rules::LegacySecrets,
 };
 
@@ -57,6 +60,32 @@ fn admission(c: &mut Criterion) {
         }
         group.finish();
     }
+
+    // What the review reads, and the least any serde_json reader pays to
+    // get past the same bytes: the gap is what a leaner view could save.
+    let mut group = c.benchmark_group("decode");
+    for (name, body) in FIXTURES {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let review: ReviewIn<ObjectView> =
+                    serde_json::from_str(black_box(body)).expect("fixture parses");
+                review
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("scan-floor");
+    for (name, body) in FIXTURES {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                serde_json::from_str::<serde::de::IgnoredAny>(black_box(body))
+                    .expect("fixture parses")
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, admission);

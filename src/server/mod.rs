@@ -13,6 +13,7 @@ pub mod tls;
 use std::{net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -49,6 +50,19 @@ pub enum ServerError {
 /// Runs until SIGTERM or SIGINT and a drain. Errors are start-up errors;
 /// once serving, failures are logged and the process keeps serving.
 pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
+    run_with_routes(args, routes::reviews).await
+}
+
+/// [`run`] with other handlers on the webhook listener: `handlers` gets the
+/// webhook `run` would serve and returns the router for the TLS listener.
+/// Everything else is `run`'s own: certificate, TLS configuration, accept
+/// loop, HTTP server, body limit and deadline layers, health listener,
+/// reloads and drain. The benchmark's null webhook (examples/null-webhook.rs)
+/// uses it to measure the stack without the review.
+pub async fn run_with_routes(
+    args: ServeArgs,
+    handlers: impl FnOnce(Arc<Webhook>) -> Router,
+) -> Result<(), ServerError> {
     let signals = Signals::install().map_err(ServerError::Signals)?;
     let metrics = Arc::new(Metrics::new());
     let provider = tls::provider();
@@ -113,7 +127,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
     });
 
     tracing::info!(webhook = %webhook_addr, health = %health_addr, "listening");
-    let app = routes::webhooks(webhook, args.max_body_bytes, args.request_timeout);
+    let app = routes::webhooks(handlers(webhook), args.max_body_bytes, args.request_timeout);
     let limits = Limits {
         handshake_timeout: args.request_timeout,
         grace: args.shutdown_grace,

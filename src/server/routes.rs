@@ -22,13 +22,20 @@ use crate::{
 const JSON: &str = "application/json";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub fn webhooks(webhook: Arc<Webhook>, max_body_bytes: usize, deadline: Duration) -> Router {
+/// The product's `/mutate` and `/validate` handlers, before [`webhooks`]
+/// wraps them in the limits every webhook route gets.
+pub fn reviews(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        .with_state(webhook)
+}
+
+/// Wraps the webhook handlers in the body limit and the request deadline.
+pub fn webhooks(handlers: Router, max_body_bytes: usize, deadline: Duration) -> Router {
+    handlers
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
-        .with_state(webhook)
 }
 
 async fn mutate(
