@@ -93,8 +93,6 @@ pub async fn run_with_routes(
 
     let secrets = secret_cache(&args, &metrics).await?;
     let readiness = Arc::new(Readiness::new(secrets.clone()));
-    readiness.certificate_loaded();
-    readiness.config_loaded();
     let webhook = Arc::new(Webhook::new(config.clone(), secrets, metrics.clone()));
 
     let listener = bind("webhook", args.listen).await?;

@@ -1,6 +1,7 @@
-//! What /readyz reports: the webhook answers correctly only with a
-//! certificate, a config, and (with a cluster) a synced Secret cache, and it
-//! must stop receiving traffic as soon as it starts shutting down.
+//! What /readyz reports. The certificate and config are loaded before any
+//! listener opens, so what remains is whether the Secret cache has synced
+//! (with a cluster) and whether the process is shutting down, when it must
+//! stop receiving traffic at once.
 
 use std::sync::{
     Arc,
@@ -10,8 +11,6 @@ use std::sync::{
 use crate::cluster::LegacyTokenCache;
 
 pub struct Readiness {
-    certificate: AtomicBool,
-    config: AtomicBool,
     shutting_down: AtomicBool,
     secrets: Arc<LegacyTokenCache>,
 }
@@ -19,19 +18,9 @@ pub struct Readiness {
 impl Readiness {
     pub fn new(secrets: Arc<LegacyTokenCache>) -> Self {
         Self {
-            certificate: AtomicBool::new(false),
-            config: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             secrets,
         }
-    }
-
-    pub fn certificate_loaded(&self) {
-        self.certificate.store(true, Ordering::Release);
-    }
-
-    pub fn config_loaded(&self) {
-        self.config.store(true, Ordering::Release);
     }
 
     pub fn shutting_down(&self) {
@@ -43,12 +32,6 @@ impl Readiness {
         let mut missing = Vec::new();
         if self.shutting_down.load(Ordering::Acquire) {
             missing.push("shutting down");
-        }
-        if !self.certificate.load(Ordering::Acquire) {
-            missing.push("serving certificate not loaded");
-        }
-        if !self.config.load(Ordering::Acquire) {
-            missing.push("config not loaded");
         }
         if !self.secrets.is_synced() {
             missing.push("Secret cache not synced with the API server");
