@@ -146,7 +146,7 @@ impl Webhook {
         let mut response = allowed(&uid);
         let kind = match judged_kind(&req) {
             Ok(kind) => kind,
-            Err(decision) => return Ok(unjudged(response, &req, decision)),
+            Err((known, decision)) => return Ok(unjudged(response, &req, known, decision)),
         };
         let outcome = |response, decision| Outcome {
             response,
@@ -246,13 +246,13 @@ fn envelope<'a, O>(
 /// The kind to judge, or why the request is let through unjudged: not a
 /// kind with a pod spec, a subresource that cannot change how a pod gets its
 /// token (status, scale; ephemeral containers can), or an operation other
-/// than CREATE and UPDATE.
-fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, &'static str> {
+/// than CREATE and UPDATE. A let-through carries the kind when it is known.
+fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, (Option<Kind>, &'static str)> {
     let kind = req
         .kind
         .as_ref()
         .and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind))
-        .ok_or("unjudged")?;
+        .ok_or((None, "unjudged"))?;
     let subresource = matches!(
         req.sub_resource.as_deref(),
         None | Some("") | Some("ephemeralcontainers")
@@ -261,19 +261,16 @@ fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, &'static str> {
     if subresource && operation {
         Ok(kind)
     } else {
-        Err("allowed")
+        Err((Some(kind), "allowed"))
     }
 }
 
 fn unjudged<O>(
     mut response: AdmissionResponse,
     req: &RequestIn<'_, O>,
+    known: Option<Kind>,
     decision: &'static str,
 ) -> Outcome {
-    let known = req
-        .kind
-        .as_ref()
-        .and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind));
     if known.is_none() {
         let (group, name) = req
             .kind
@@ -304,7 +301,7 @@ fn diagnose(body: &str, error: serde_json::Error) -> Result<Outcome, AdmissionEr
     let (req, uid) = envelope(raw)?;
     let kind = match judged_kind(&req) {
         Ok(kind) => kind,
-        Err(decision) => return Ok(unjudged(allowed(&uid), &req, decision)),
+        Err((known, decision)) => return Ok(unjudged(allowed(&uid), &req, known, decision)),
     };
     for (field, object) in [("object", req.object), ("oldObject", req.old_object)] {
         if let Some(object) = object
