@@ -89,6 +89,10 @@ fn mutate(review: &mut Value, edits: &[(prop::sample::Index, Edit)]) {
     for (index, e) in edits {
         let mut all = Vec::new();
         pointers(review, String::new(), &mut all);
+        // Earlier edits may have removed everything there was to edit.
+        if all.is_empty() {
+            return;
+        }
         let target = all[index.index(all.len())].clone();
         let (parent, key) = target.rsplit_once('/').unwrap();
         let key = key.replace("~1", "/").replace("~0", "~");
