@@ -1,6 +1,10 @@
 //! Turns findings into actions: the mode's default for certain findings and
 //! hazards, per-rule overrides, the opt-out annotation, and leniency for
-//! findings an UPDATE did not introduce.
+//! findings an UPDATE did not introduce and for objects a controller made.
+//!
+//! A denial is only useful where a person reads it. A controller whose Pod or
+//! ReplicaSet is denied retries forever, and scaling, rolling and re-creating
+//! pods silently stall; so what a controller makes is marked, never denied.
 
 use std::fmt::Write;
 
@@ -13,17 +17,49 @@ use crate::{
 /// The annotation listing rules an object opts out of, comma-separated.
 pub const IGNORE_ANNOTATION: &str = "issuer-guard.io/ignore";
 
+/// Why a deny became a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relaxed {
+    /// The old object of an UPDATE already had this finding.
+    Existing,
+    /// A controller made the object.
+    ControllerMade,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     pub finding: Finding,
     pub action: Action,
-    /// A deny relaxed because the old object already had this finding.
-    pub grandfathered: bool,
+    /// Set when the finding would have been denied but is only labelled.
+    pub relaxed: Option<Relaxed>,
+}
+
+/// Where an object comes from, as far as admission can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// No controlling owner: a person or a pipeline submitted it.
+    Submitted,
+    /// A controller made it: its controlling owner, as `Kind/name`.
+    Controller(String),
+}
+
+impl Origin {
+    /// Reads the controlling `ownerReference`. Whether that owner exists is
+    /// not checked: the garbage collector deletes objects whose controller
+    /// is gone, and admission cannot look it up without an API call.
+    pub fn of(obj: &ObjectView<'_>) -> Origin {
+        match &obj.meta().controller {
+            Some(owner) => Origin::Controller(format!("{}/{}", owner.kind, owner.name)),
+            None => Origin::Submitted,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub decided: Vec<Decided>,
+    /// The controlling owner (`Kind/name`) of a controller-made object.
+    pub made_by: Option<String>,
     /// Rules the object opted out of, with how many findings each hid.
     pub opted_out: Vec<(RuleId, usize)>,
     /// Entries of the opt-out annotation that name no rule.
@@ -40,6 +76,7 @@ pub fn assess(
     namespace: &str,
     obj: &ObjectView<'_>,
     old: Option<&ObjectView<'_>>,
+    origin: Origin,
 ) -> Verdict {
     let ctx = Context {
         rotation: &config.rotation,
@@ -59,7 +96,7 @@ pub fn assess(
         return Verdict::default();
     };
     let old = old.map(|o| judge(o).map(|(f, _)| f).unwrap_or_default());
-    decide(config, findings, ignore, old.as_deref())
+    decide(config, findings, ignore, old.as_deref(), origin)
 }
 
 /// The action for a finding before overrides: in enforce mode a certain
@@ -77,8 +114,15 @@ pub fn decide(
     findings: Vec<Finding>,
     ignore: Option<&str>,
     old: Option<&[Finding]>,
+    origin: Origin,
 ) -> Verdict {
-    let mut verdict = Verdict::default();
+    let mut verdict = Verdict {
+        made_by: match origin {
+            Origin::Controller(owner) => Some(owner),
+            Origin::Submitted => None,
+        },
+        ..Verdict::default()
+    };
     let mut ignored = [false; RuleId::ALL.len()];
     for entry in ignore
         .unwrap_or_default()
@@ -112,19 +156,24 @@ pub fn decide(
         if action == Action::Off {
             continue;
         }
-        let mut grandfathered = false;
-        if action == Action::Deny
-            && old.is_some_and(|old| old.iter().any(|o| o.identity() == finding.identity()))
-        {
-            // Existing workloads must still scale and roll; the finding stays
-            // visible as a warning and a label.
-            action = Action::Label;
-            grandfathered = true;
+        let mut relaxed = None;
+        if action == Action::Deny {
+            // The finding stays visible as a label either way; an edit of an
+            // existing object must not be refused for what it already had,
+            // and a controller must never be refused at all.
+            if old.is_some_and(|old| old.iter().any(|o| o.identity() == finding.identity())) {
+                relaxed = Some(Relaxed::Existing);
+            } else if verdict.made_by.is_some() {
+                relaxed = Some(Relaxed::ControllerMade);
+            }
+            if relaxed.is_some() {
+                action = Action::Label;
+            }
         }
         verdict.decided.push(Decided {
             finding,
             action,
-            grandfathered,
+            relaxed,
         });
     }
     verdict
@@ -164,8 +213,18 @@ impl Verdict {
         })
     }
 
+    /// A controller-made object with findings that mark it at risk.
+    pub fn controller_at_risk(&self) -> bool {
+        self.made_by.is_some() && !self.at_risk_rules().is_empty()
+    }
+
     /// Warning lines for the API client: non-denied findings and opt-outs.
+    /// None for a controller-made object: no person reads a controller's
+    /// warnings, and the marks already say it all.
     pub fn warnings(&self) -> Vec<String> {
+        if self.made_by.is_some() {
+            return Vec::new();
+        }
         let mut out: Vec<String> = self
             .decided
             .iter()
@@ -250,24 +309,100 @@ mod tests {
         let b = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
         let c = finding(RuleId::LegacyTokenVolume, false, "volume \"w\"");
         let old = [a.clone()];
-        let v = decide(&config, vec![a.clone(), b.clone(), c], None, Some(&old));
-        let actions: Vec<(RuleId, Action, bool)> = v
+        let v = decide(
+            &config,
+            vec![a.clone(), b.clone(), c],
+            None,
+            Some(&old),
+            Origin::Submitted,
+        );
+        let actions: Vec<(RuleId, Action, Option<Relaxed>)> = v
             .decided
             .iter()
-            .map(|d| (d.finding.rule, d.action, d.grandfathered))
+            .map(|d| (d.finding.rule, d.action, d.relaxed))
             .collect();
         assert_eq!(
             actions,
             [
-                (RuleId::TokenSubpath, Action::Label, true),
-                (RuleId::RefreshExceedsGrace, Action::Warn, false)
+                (RuleId::TokenSubpath, Action::Label, Some(Relaxed::Existing)),
+                (RuleId::RefreshExceedsGrace, Action::Warn, None)
             ]
         );
         assert!(!v.is_denied());
         assert_eq!(v.risks_value().as_deref(), Some("token-subpath"));
-        let v = decide(&config, vec![b, a], None, None);
+        let v = decide(&config, vec![b, a], None, None, Origin::Submitted);
         assert!(v.is_denied());
         assert_eq!(v.warnings().len(), 1);
+    }
+
+    #[test]
+    fn controller_made_objects_are_marked_never_denied_nor_warned() {
+        let config = Config::parse("rules: {refresh-exceeds-grace: deny}").unwrap();
+        let certain = finding(RuleId::TokenSubpath, true, "container \"a\"");
+        let hazard = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
+        let owner = Origin::Controller("ReplicaSet/web-7c9f8b6d5".into());
+        let v = decide(
+            &config,
+            vec![certain.clone(), hazard.clone()],
+            None,
+            None,
+            owner.clone(),
+        );
+        assert!(!v.is_denied());
+        assert!(v.warnings().is_empty(), "{:?}", v.warnings());
+        assert!(v.controller_at_risk());
+        assert_eq!(v.made_by.as_deref(), Some("ReplicaSet/web-7c9f8b6d5"));
+        assert_eq!(
+            v.risks_value().as_deref(),
+            Some("token-subpath,refresh-exceeds-grace")
+        );
+        // The override made the hazard a deny; both are relaxed the same way.
+        assert!(
+            v.decided
+                .iter()
+                .all(|d| d.relaxed == Some(Relaxed::ControllerMade)),
+            "{:?}",
+            v.decided
+        );
+        // An old object's finding is reported as existing, not as made.
+        let v = decide(
+            &config,
+            vec![certain.clone()],
+            None,
+            Some(&[certain]),
+            owner,
+        );
+        assert_eq!(v.decided[0].relaxed, Some(Relaxed::Existing));
+        // The same findings, submitted by a person, are denied.
+        let v = decide(&config, vec![hazard], None, None, Origin::Submitted);
+        assert!(v.is_denied());
+        assert!(!v.controller_at_risk());
+    }
+
+    #[test]
+    fn origin_rests_on_the_controlling_owner_reference() {
+        let read = |meta: &str| {
+            let text = format!(r#"{{"metadata":{meta}}}"#);
+            let obj: ObjectView = serde_json::from_str(&text).unwrap();
+            Origin::of(&obj)
+        };
+        let controlled = r#"{"ownerReferences":[
+            {"apiVersion":"v1","kind":"ConfigMap","name":"cm","uid":"1"},
+            {"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-1","uid":"2","controller":true}]}"#;
+        assert_eq!(
+            read(controlled),
+            Origin::Controller("ReplicaSet/web-1".into())
+        );
+        for submitted in [
+            "{}",
+            r#"{"ownerReferences":null}"#,
+            r#"{"ownerReferences":[]}"#,
+            r#"{"ownerReferences":[{"kind":"ReplicaSet","name":"web-1","controller":false}]}"#,
+            r#"{"ownerReferences":[{"kind":"ReplicaSet","name":"web-1","controller":null}]}"#,
+            r#"{"ownerReferences":[{"kind":"ReplicaSet","name":"web-1"}]}"#,
+        ] {
+            assert_eq!(read(submitted), Origin::Submitted, "{submitted}");
+        }
     }
 
     #[test]
@@ -279,6 +414,7 @@ mod tests {
             vec![f.clone(), f],
             Some(" token-subpath ,token-subpath,bogus"),
             None,
+            Origin::Submitted,
         );
         assert!(v.decided.is_empty());
         assert_eq!(v.opted_out, [(RuleId::TokenSubpath, 2)]);

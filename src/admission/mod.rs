@@ -15,10 +15,29 @@ use crate::{
     config::Config,
     metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
     object::{self, Kind, ObjectView, Text},
-    policy::{self, Verdict},
+    policy::{self, Origin, Verdict},
     rules::{self, SecretIndex},
 };
 use review::{API_VERSION, KIND, RawReview, RequestIn, ReviewIn, salvage_uid};
+
+/// The metrics decision for an object a controller made that is at risk:
+/// marked, never denied or warned about. Counted apart so an operator sees
+/// how many at-risk objects controllers keep making.
+pub const CONTROLLER_AT_RISK: &str = "controller-at-risk";
+
+/// The name of the validating webhook's match condition.
+pub const MATCH_CONDITION_NAME: &str = "not-controller-made";
+
+/// The validating webhook's `matchConditions` expression (CEL): only what a
+/// person submits reaches the fail-closed webhook. It mirrors
+/// [`Origin::of`], and like it lets ephemeral containers through, which a
+/// person adds even to a controller-made Pod. An expression that fails to
+/// evaluate fails the request closed, so every optional field is tested with
+/// `has()` before it is read: the API server leaves `request.subResource` out
+/// when there is none.
+pub const MATCH_CONDITION_NOT_CONTROLLER_MADE: &str = "(has(request.subResource) && request.subResource == 'ephemeralcontainers') \
+|| !has(object.metadata.ownerReferences) \
+|| !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -165,18 +184,32 @@ impl Webhook {
             return Ok(outcome(response, "exempt"));
         }
         let old = req.old_object.as_ref().filter(|_| update);
-        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, obj, old);
+        // Ephemeral containers are added by a person (`kubectl debug`), even
+        // to a Pod a controller made.
+        let origin = if req.sub_resource.as_deref() == Some("ephemeralcontainers") {
+            Origin::Submitted
+        } else {
+            Origin::of(obj)
+        };
+        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, obj, old, origin);
 
         match endpoint {
             Endpoint::Mutate => {
                 let ops = mutation(kind, update, obj, &config, &verdict);
+                let decision = if verdict.controller_at_risk() {
+                    CONTROLLER_AT_RISK
+                } else if ops.is_empty() {
+                    "allowed"
+                } else {
+                    "patched"
+                };
                 if ops.is_empty() {
-                    return Ok(outcome(response, "allowed"));
+                    return Ok(outcome(response, decision));
                 }
                 let response = response
                     .with_patch(Patch(ops))
                     .map_err(|e| AdmissionError::Encode(e.to_string()))?;
-                Ok(outcome(response, "patched"))
+                Ok(outcome(response, decision))
             }
             Endpoint::Validate => {
                 self.count_findings(&verdict);
@@ -199,6 +232,8 @@ impl Webhook {
                     response.result.code = 403;
                     response.result.reason = "Forbidden".to_owned();
                     "denied"
+                } else if verdict.controller_at_risk() {
+                    CONTROLLER_AT_RISK
                 } else if warnings.is_empty() {
                     "allowed"
                 } else {

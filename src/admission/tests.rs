@@ -329,17 +329,34 @@ fn dry_run_is_judged_the_same() {
     );
 }
 
+/// The small pod (made by a ReplicaSet) with a container reading the legacy
+/// token Secret `checkout-token` into an env var.
+fn pod_reading_legacy_token_env() -> String {
+    edit(SMALL_POD, |v| {
+        v["request"]["object"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "KUBE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "checkout-token", "key": "token"}}}));
+    })
+}
+
+/// The same review with the Pod's controlling ownerReference removed, as a
+/// person would submit a bare Pod.
+fn bare(body: &str) -> String {
+    edit(body, |v| {
+        v["request"]["object"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ownerReferences");
+    })
+}
+
 #[test]
 fn legacy_token_env_is_denied_under_a_key_rotation() {
     let mut secrets = LegacySecrets::default();
     secrets.insert("shop", "checkout-token");
     let h = harness_with(KEY_ROTATION, secrets);
-    let body = edit(SMALL_POD, |v| {
-        v["request"]["object"]["spec"]["containers"][0]["env"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "KUBE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "checkout-token", "key": "token"}}}));
-    });
+    let body = bare(&pod_reading_legacy_token_env());
     let a = ask(&h, Endpoint::Validate, &body);
     assert!(!a.allowed());
     assert!(
@@ -452,4 +469,91 @@ fn requests_and_findings_are_counted() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+}
+
+#[test]
+fn controller_made_objects_are_marked_never_denied() {
+    let mut secrets = LegacySecrets::default();
+    secrets.insert("shop", "checkout-token");
+    let h = harness_with(KEY_ROTATION, secrets);
+    let made = pod_reading_legacy_token_env();
+
+    let a = ask(&h, Endpoint::Validate, &made);
+    assert!(a.allowed(), "{}", a.message());
+    assert!(a.warnings().is_empty(), "{:?}", a.warnings());
+    assert_eq!(
+        a.response()["auditAnnotations"]["risks"],
+        "legacy-token-env"
+    );
+    let m = ask(&h, Endpoint::Mutate, &made);
+    let object = serde_json::from_str::<Value>(&made).unwrap()["request"]["object"].clone();
+    let patched = apply(&object, &m.patch().unwrap());
+    assert_eq!(
+        patched["metadata"]["labels"]["issuer-guard.io/at-risk"],
+        "true"
+    );
+    assert_eq!(
+        patched["metadata"]["annotations"]["issuer-guard.io/risks"],
+        "legacy-token-env"
+    );
+
+    // The same Pod submitted by a person is denied...
+    assert!(!ask(&h, Endpoint::Validate, &bare(&made)).allowed());
+    // ...and so is a controller-made Pod that a person adds an ephemeral
+    // container to (`kubectl debug`).
+    let debug = edit(&made, |v| {
+        let req = &mut v["request"];
+        req["subResource"] = json!("ephemeralcontainers");
+        req["operation"] = json!("UPDATE");
+        let mut old = req["object"].clone();
+        old["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        req["oldObject"] = old;
+    });
+    let a = ask(&h, Endpoint::Validate, &debug);
+    assert!(!a.allowed());
+    assert!(
+        a.message().contains("[legacy-token-env]"),
+        "{}",
+        a.message()
+    );
+
+    let text = h.metrics.encode();
+    for line in [
+        r#"issuer_guard_admission_requests_total{webhook="validate",kind="Pod",decision="controller-at-risk"} 1"#,
+        r#"issuer_guard_admission_requests_total{webhook="mutate",kind="Pod",decision="controller-at-risk"} 1"#,
+        r#"issuer_guard_admission_requests_total{webhook="validate",kind="Pod",decision="denied"} 2"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}
+
+#[test]
+fn a_forged_controller_reference_is_marked_like_any_controller_made_object() {
+    let mut secrets = LegacySecrets::default();
+    secrets.insert("shop", "checkout-token");
+    let h = harness_with(KEY_ROTATION, secrets);
+    // An owner that does not exist: admission cannot tell, and leaves it to
+    // the garbage collector.
+    let forged = edit(&bare(&pod_reading_legacy_token_env()), |v| {
+        v["request"]["object"]["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "v1", "kind": "ReplicationController", "name": "ghost",
+            "uid": "00000000-0000-0000-0000-000000000000", "controller": true
+        }]);
+    });
+    let a = ask(&h, Endpoint::Validate, &forged);
+    assert!(a.allowed());
+    assert_eq!(
+        a.response()["auditAnnotations"]["risks"],
+        "legacy-token-env"
+    );
+    let m = ask(&h, Endpoint::Mutate, &forged);
+    let object = serde_json::from_str::<Value>(&forged).unwrap()["request"]["object"].clone();
+    let patched = apply(&object, &m.patch().unwrap());
+    assert_eq!(
+        patched["metadata"]["labels"]["issuer-guard.io/at-risk"],
+        "true"
+    );
 }

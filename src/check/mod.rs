@@ -102,7 +102,15 @@ pub fn judge_documents(
         let verdict = if config.is_exempt(namespace) {
             policy::Verdict::default()
         } else {
-            policy::assess(config, &secrets, kind, namespace, &obj, None)
+            policy::assess(
+                config,
+                &secrets,
+                kind,
+                namespace,
+                &obj,
+                None,
+                policy::Origin::of(&obj),
+            )
         };
         judged.push(Judged {
             kind,

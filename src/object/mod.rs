@@ -92,6 +92,7 @@ static NO_META: MetaView<'static> = MetaView {
     namespace: None,
     labels: Marks::EMPTY,
     annotations: Marks::EMPTY,
+    controller: None,
 };
 
 impl<'a> ObjectView<'a> {

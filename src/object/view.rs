@@ -45,6 +45,36 @@ pub struct MetaView<'a> {
     pub labels: Marks<'a>,
     #[serde(default)]
     pub annotations: Marks<'a>,
+    /// The owner whose `ownerReferences` entry says `controller: true`: the
+    /// controller that made this object, if any.
+    #[serde(
+        default,
+        rename = "ownerReferences",
+        deserialize_with = "controller_ref"
+    )]
+    pub controller: Option<OwnerView<'a>>,
+}
+
+/// A controlling owner, by kind and name (enough to name it in a message).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct OwnerView<'a> {
+    #[serde(default)]
+    pub kind: Text<'a>,
+    #[serde(default)]
+    pub name: Text<'a>,
+    /// Read only to pick the controlling entry; `None` counts as false, as
+    /// it does for the API server's garbage collector.
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+fn controller_ref<'de: 'a, 'a, D>(d: D) -> Result<Option<OwnerView<'a>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let refs: Vec<OwnerView<'a>> = nullable(d)?;
+    Ok(refs.into_iter().find(|r| r.controller == Some(true)))
 }
 
 /// The union of a PodSpec and the specs of the workloads that wrap one

@@ -91,7 +91,7 @@ fn env_finding(
         subject,
         detail: secret.to_owned(),
         message: format!(
-            "{how} reads legacy service-account token Secret \"{secret}\". Env vars are set once at container start, so the token is frozen for the pod's life; {when}. Fix: mount a projected serviceAccountToken volume and read the token file on each use (or recreate the pods after the Secret is regenerated)."
+            "{how} reads legacy service-account token Secret \"{secret}\". Env vars are set once at container start, so the token is frozen for the pod's life; {when}. Fix: mount a projected serviceAccountToken volume and read the token file on each use. Pods already running keep the old token until they are recreated after the Secret is regenerated."
         ),
         short: "frozen in env; use a projected token",
     }
