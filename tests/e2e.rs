@@ -24,6 +24,7 @@ use support::{
     injector::{self, INJECT_LABEL},
     webhook::{
         AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
+        Registration,
     },
 };
 
@@ -555,4 +556,271 @@ async fn dry_run_is_judged_and_leaves_nothing_behind() {
             .expect("get")
             .is_none()
     );
+}
+
+/// A workload of `kind` whose pods read Secret `secret`'s legacy token
+/// through an env var.
+fn env_workload(kind: &str, api_version: &str, name: &str, secret: &str) -> Value {
+    workload(kind, api_version, name, json!([env_reader(secret)]))
+}
+
+/// Waits until exactly `count` pods carry `selector`, and returns them.
+async fn pods_now(cp: &ControlPlane, selector: &str, count: usize) -> Vec<Value> {
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), NS);
+    let lp = ListParams::default().labels(selector);
+    let found = eventually(
+        &format!("{count} pods with {selector}"),
+        CONTROLLER_TIMEOUT,
+        || async {
+            let list = pods.list(&lp).await.ok()?;
+            let live: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == count).then_some(live)
+        },
+    )
+    .await;
+    found
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("a pod as JSON"))
+        .collect()
+}
+
+/// The conditions of a workload's status that say a controller could not
+/// create what it wanted to: `ReplicaFailure`, or a Deployment that stopped
+/// progressing because a ReplicaSet could not be created.
+fn creation_failures(workload: &Value) -> Vec<Value> {
+    workload["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            (c["type"] == "ReplicaFailure" && c["status"] == "True")
+                || c["reason"] == "ReplicaSetCreateError"
+        })
+        .cloned()
+        .collect()
+}
+
+/// Issue 7: after a key rotation is declared, workloads created before it
+/// still scale, scale back from zero and roll, their new pods are marked,
+/// and the validating webhook never even sees what the controllers make.
+/// What people submit with the same specs is still denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_keep_scaling_and_rolling_through_a_key_rotation() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let mut guard = IssuerGuard::start(&cp, &config(1, NEW, &kid_a, "enforce", "{}")).await;
+    api::legacy_token(&cp.client, "app", "app-token").await;
+    let env_pod = |name: &str| pod(name, json!([env_reader("app-token")]), json!([]));
+    eventually(
+        "issuer-guard to know app-token",
+        CONTROLLER_TIMEOUT,
+        || async {
+            let c = create::<Pod>(&cp.client, &env_pod("probe-env"), true).await;
+            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
+        },
+    )
+    .await;
+    let validated_pods = guard.requests("validate", "Pod", None).await;
+    let validated_rs = guard.requests("validate", "ReplicaSet", None).await;
+
+    // Before any rotation: admitted with a warning, as the README says.
+    let rc = env_workload("ReplicationController", "v1", "env-rc", "app-token");
+    let created = create::<ReplicationController>(&cp.client, &rc, false).await;
+    assert_warned(&created, "legacy-token-env: container \"runner\"");
+    let dep = env_workload("Deployment", "apps/v1", "env-dep", "app-token");
+    create::<Deployment>(&cp.client, &dep, false).await.object();
+    pods_now(&cp, "app=env-rc", 1).await;
+    pods_now(&cp, "app=env-dep", 1).await;
+
+    guard
+        .set_config(&config(
+            2,
+            NEW,
+            &kid_b,
+            "enforce",
+            &format!("{{retiringKeyIds: [\"{kid_a}\"]}}"),
+        ))
+        .await;
+
+    // kubectl scale: the scale subresource, which no webhook sees; the
+    // controller then creates the Pods.
+    let rcs: Api<ReplicationController> = Api::namespaced(cp.client.clone(), NS);
+    let scale = |n: i32| {
+        let rcs = rcs.clone();
+        async move {
+            rcs.patch_scale(
+                "env-rc",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": n}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("scale env-rc to {n}: {e}"));
+        }
+    };
+    scale(2).await;
+    let scaled = pods_now(&cp, "app=env-rc", 2).await;
+    let new_pods: Vec<&Value> = scaled
+        .iter()
+        .filter(|p| label(p, GENERATION_LABEL) == Some("2"))
+        .collect();
+    assert_eq!(new_pods.len(), 1, "one pod made under the rotation");
+    assert_at_risk(new_pods[0], "legacy-token-env");
+    // From zero back up: every pod is made under the rotation.
+    scale(0).await;
+    pods_now(&cp, "app=env-rc", 0).await;
+    scale(2).await;
+    for p in pods_now(&cp, "app=env-rc", 2).await {
+        assert_stamped(&p, 2, NEW);
+        assert_at_risk(&p, "legacy-token-env");
+    }
+    let stored = serde_json::to_value(rcs.get("env-rc").await.expect("get env-rc")).unwrap();
+    assert_eq!(creation_failures(&stored), Vec::<Value>::new());
+
+    // kubectl rollout restart: an UPDATE of the Deployment's template, which
+    // already had the finding, then a new ReplicaSet and its pods.
+    let deployments: Api<Deployment> = Api::namespaced(cp.client.clone(), NS);
+    deployments
+        .restart("env-dep")
+        .await
+        .expect("rollout restart env-dep");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(cp.client.clone(), NS);
+    let lp = ListParams::default().labels("app=env-dep");
+    let rolled = eventually(
+        "env-dep to make a second ReplicaSet",
+        CONTROLLER_TIMEOUT,
+        || async {
+            let list = replica_sets.list(&lp).await.ok()?;
+            list.items
+                .into_iter()
+                .map(|rs| serde_json::to_value(rs).expect("a ReplicaSet as JSON"))
+                .find(|rs| {
+                    rs["spec"]["template"]["metadata"]["annotations"]
+                        .as_object()
+                        .is_some_and(|a| a.keys().any(|k| k.ends_with("restartedAt")))
+                })
+        },
+    )
+    .await;
+    assert_eq!(
+        rolled["metadata"]["ownerReferences"][0]["kind"],
+        "Deployment"
+    );
+    assert_at_risk(&rolled, "legacy-token-env");
+    let hash = label(&rolled, "pod-template-hash").expect("a pod-template-hash");
+    for p in pods_now(&cp, &format!("app=env-dep,pod-template-hash={hash}"), 1).await {
+        assert_stamped(&p, 2, NEW);
+        assert_at_risk(&p, "legacy-token-env");
+    }
+    let stored = serde_json::to_value(deployments.get("env-dep").await.expect("get")).unwrap();
+    assert_eq!(creation_failures(&stored), Vec::<Value>::new());
+
+    // The registration's matchConditions kept every Pod and ReplicaSet the
+    // controllers made away from the fail-closed webhook; the mutating
+    // webhook saw and marked them all.
+    assert_eq!(
+        guard.requests("validate", "Pod", None).await,
+        validated_pods
+    );
+    assert_eq!(
+        guard.requests("validate", "ReplicaSet", None).await,
+        validated_rs
+    );
+    let marked = guard
+        .requests("mutate", "Pod", Some("controller-at-risk"))
+        .await;
+    // 2 first pods, 1 by scaling up, 2 from zero, 1 rolled.
+    assert!(marked >= 6, "mutate marked {marked} controller-made pods");
+
+    // What a person submits with the same spec is still denied.
+    let again = env_workload("Deployment", "apps/v1", "env-dep-new", "app-token");
+    let denied = create::<Deployment>(&cp.client, &again, false).await;
+    assert!(
+        denied
+            .denial()
+            .contains("[legacy-token-env] container \"runner\""),
+        "{}",
+        denied.denial()
+    );
+    let denied = create::<Pod>(&cp.client, &env_pod("env-bare"), false).await;
+    assert!(denied.denial().contains("[legacy-token-env]"));
+
+    // A forged controller reference: admitted and marked like any
+    // controller-made Pod (no more than the opt-out annotation gives anyone),
+    // and deleted by the garbage collector because its owner does not exist.
+    let mut forged = env_pod("env-forged");
+    forged["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "v1", "kind": "ReplicationController", "name": "ghost",
+        "uid": "6f1c1a57-0000-4000-8000-000000000001", "controller": true,
+    }]);
+    let admitted = create::<Pod>(&cp.client, &forged, false).await;
+    assert_at_risk(admitted.object(), "legacy-token-env");
+    assert!(admitted.warnings.is_empty(), "{:?}", admitted.warnings);
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), NS);
+    eventually(
+        "the garbage collector to delete env-forged",
+        CONTROLLER_TIMEOUT,
+        || async {
+            pods.get_opt("env-forged")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Issue 7, on an API server registration without `matchConditions`: the
+/// handler's own check still admits what controllers make, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_match_conditions_controllers_are_still_never_denied() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let rotation = format!("{{retiringKeyIds: [\"{kid_a}\"]}}");
+    let mut guard = IssuerGuard::start_with(
+        &cp,
+        &config(1, NEW, &kid_a, "enforce", "{}"),
+        Registration {
+            match_conditions: false,
+        },
+    )
+    .await;
+    api::legacy_token(&cp.client, "app", "app-token").await;
+    let rc = env_workload("ReplicationController", "v1", "env-rc", "app-token");
+    eventually(
+        "issuer-guard to know app-token",
+        CONTROLLER_TIMEOUT,
+        || async {
+            let c = create::<ReplicationController>(&cp.client, &rc, true).await;
+            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
+        },
+    )
+    .await;
+    create::<ReplicationController>(&cp.client, &rc, false)
+        .await
+        .object();
+    pods_now(&cp, "app=env-rc", 1).await;
+    guard
+        .set_config(&config(2, NEW, &kid_b, "enforce", &rotation))
+        .await;
+    Api::<ReplicationController>::namespaced(cp.client.clone(), NS)
+        .patch_scale(
+            "env-rc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale env-rc");
+    for p in pods_now(&cp, "app=env-rc", 3).await {
+        assert_at_risk(&p, "legacy-token-env");
+    }
+    let judged = guard
+        .requests("validate", "Pod", Some("controller-at-risk"))
+        .await;
+    assert!(judged >= 3, "validate saw {judged} controller-made pods");
+    assert_eq!(guard.requests("validate", "Pod", Some("denied")).await, 0);
 }

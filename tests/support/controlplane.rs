@@ -29,10 +29,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The controllers the scenarios need: workload controllers that create
 /// Pods, the service-account controllers that make `default` and fill
-/// legacy token Secrets, and the root CA publisher for kube-root-ca.crt.
+/// legacy token Secrets, the root CA publisher for kube-root-ca.crt, and the
+/// garbage collector, which deletes objects whose controlling owner is gone.
 const CONTROLLERS: &str = "serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,replicaset-controller,\
-replicationcontroller-controller,deployment-controller,job-controller,cronjob-controller";
+replicationcontroller-controller,deployment-controller,job-controller,cronjob-controller,\
+garbage-collector-controller";
 
 /// How many control planes run at once in one test process. Each
 /// kube-apiserver start costs several CPU-seconds; on a small machine,

@@ -20,6 +20,23 @@ pub use issuer_guard::object::{
     AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
 };
 
+/// How the webhook configurations are registered.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    /// Keep controller-made objects away from the validating webhook with
+    /// the product's `matchConditions`, as the README registers it. Without
+    /// them the handler's own check is all that stands.
+    pub match_conditions: bool,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            match_conditions: true,
+        }
+    }
+}
+
 /// The name both configurations are registered under. Mutating webhooks
 /// are called in the order of their configurations' names, which puts a
 /// later-named injector after issuer-guard.
@@ -39,6 +56,15 @@ impl IssuerGuard {
     /// Starts issuer-guard against `cp` with `config` (YAML), registers it,
     /// and returns once the API server calls it.
     pub async fn start(cp: &ControlPlane, config: &str) -> IssuerGuard {
+        Self::start_with(cp, config, Registration::default()).await
+    }
+
+    /// [`IssuerGuard::start`] with a chosen registration.
+    pub async fn start_with(
+        cp: &ControlPlane,
+        config: &str,
+        registration: Registration,
+    ) -> IssuerGuard {
         let dir = cp.dir().join("issuer-guard");
         std::fs::create_dir_all(&dir).expect("create issuer-guard's directory");
         let config_path = dir.join("config.yaml");
@@ -75,7 +101,7 @@ impl IssuerGuard {
         };
         guard.wait_ready().await;
         let ca = std::fs::read(certs.join("ca.crt")).expect("issuer-guard's dev CA");
-        register(&cp.client, port, &ca).await;
+        register(&cp.client, port, &ca, registration).await;
         guard.wait_called().await;
         guard
     }
@@ -112,6 +138,33 @@ impl IssuerGuard {
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
+    }
+
+    /// Admission reviews answered by `webhook` (mutate, validate) for
+    /// objects of `kind`, summed over decisions, or of `decision` alone.
+    pub async fn requests(&self, webhook: &str, kind: &str, decision: Option<&str>) -> u64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .map(|(_, t)| t)
+            .expect("issuer-guard's /metrics");
+        let wanted = [
+            Some(format!("webhook=\"{webhook}\"")),
+            Some(format!("kind=\"{kind}\"")),
+            decision.map(|d| format!("decision=\"{d}\"")),
+        ];
+        text.lines()
+            .filter_map(|l| l.strip_prefix("issuer_guard_admission_requests_total{"))
+            .filter_map(|l| l.split_once("} "))
+            .filter(|(labels, _)| {
+                let labels: Vec<&str> = labels.split(',').collect();
+                wanted
+                    .iter()
+                    .flatten()
+                    .all(|w| labels.contains(&w.as_str()))
+            })
+            .map(|(_, v)| v.trim().parse::<f64>().expect("a counter value") as u64)
+            .sum()
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -184,7 +237,7 @@ fn workload_rules() -> Vec<Value> {
     ]
 }
 
-async fn register(client: &Client, port: u16, ca: &[u8]) {
+async fn register(client: &Client, port: u16, ca: &[u8], registration: Registration) {
     let webhook = |name: &str, path: &str, rules: Vec<Value>| {
         json!({
             "name": name,
@@ -213,8 +266,14 @@ async fn register(client: &Client, port: u16, ca: &[u8]) {
     mutating["reinvocationPolicy"] = json!("IfNeeded");
     let mut validate_rules = workload_rules();
     validate_rules.push(json!({"apiGroups": [""], "apiVersions": ["v1"],
-        "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}));
-    let validating = webhook("validate.issuer-guard.io", "/validate", validate_rules);
+        "operations": ["CREATE", "UPDATE"], "resources": ["pods", "pods/ephemeralcontainers"]}));
+    let mut validating = webhook("validate.issuer-guard.io", "/validate", validate_rules);
+    if registration.match_conditions {
+        validating["matchConditions"] = json!([{
+            "name": issuer_guard::admission::MATCH_CONDITION_NAME,
+            "expression": issuer_guard::admission::MATCH_CONDITION_NOT_CONTROLLER_MADE,
+        }]);
+    }
 
     let meta = json!({"name": CONFIGURATION_NAME});
     let m: MutatingWebhookConfiguration =
