@@ -90,8 +90,18 @@ fn plain_pod() -> Value {
 }
 
 /// A token mounted by subPath: frozen at container start.
+/// `pod` without its controlling owner, as a person submits a bare Pod:
+/// controller-made Pods are marked, never denied nor warned about.
+fn bare(mut pod: Value) -> Value {
+    pod["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("ownerReferences");
+    pod
+}
+
 fn subpath_pod() -> Value {
-    pod(
+    bare(pod(
         json!([container(
             "app",
             &[json!({
@@ -102,7 +112,7 @@ fn subpath_pod() -> Value {
             })]
         )]),
         &[],
-    )
+    ))
 }
 
 /// A two-day token: kubelet refreshes it only daily.
@@ -265,7 +275,12 @@ async fn validate_denies_under_rotation_warns_and_hot_reloads_config() {
     assert!(message.contains("container \"app\""), "{message}");
     assert!(message.contains("/etc/app/token"), "{message}");
 
-    let (status, warned) = post(&server, "/validate", &review("uid-warn", long_token_pod())).await;
+    let (status, warned) = post(
+        &server,
+        "/validate",
+        &review("uid-warn", bare(long_token_pod())),
+    )
+    .await;
     assert_eq!(status, 200);
     let r = response(&warned);
     assert_eq!(r["allowed"], true, "{warned}");
