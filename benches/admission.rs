@@ -10,7 +10,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use issuer_guard::{
     admission::{Endpoint, Webhook, review::ReviewIn},
     config::Config,
-    metrics::Metrics,
     object::ObjectView,
     rules::LegacySecrets,
 };
@@ -48,7 +47,6 @@ fn admission(c: &mut Criterion) {
             Config::parse(CONFIG).expect("bench config"),
         )),
         Arc::new(secrets),
-        Arc::new(Metrics::new()),
     );
     for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
         let mut group = c.benchmark_group(endpoint.as_str());

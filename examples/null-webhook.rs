@@ -38,7 +38,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.serve.log_format);
+    logging::init(cli.serve.log_format.into());
     // The same runtime as `issuer-guard serve` (src/main.rs).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run_with_routes(cli.serve, |_webhook| {
+    let result = runtime.block_on(server::run_with_routes(cli.serve.settings(), |_reviews| {
         Router::new()
             .route("/mutate", post(null))
             .route("/validate", post(null))

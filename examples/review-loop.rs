@@ -7,9 +7,8 @@ use std::{process::ExitCode, sync::Arc};
 
 use arc_swap::ArcSwap;
 use issuer_guard::{
-    admission::{Endpoint, Webhook},
+    admission::{Endpoint, Reply, Webhook},
     config::Config,
-    metrics::Metrics,
     rules::LegacySecrets,
 };
 
@@ -40,14 +39,13 @@ fn main() -> ExitCode {
     let webhook = Webhook::new(
         Arc::new(ArcSwap::from_pointee(config)),
         Arc::new(LegacySecrets::default()),
-        Arc::new(Metrics::new()),
     );
     let mut bytes = 0;
     for _ in 0..n {
-        bytes += webhook
-            .review(endpoint, std::hint::black_box(&body))
-            .body
-            .len();
+        bytes += match webhook.review(endpoint, std::hint::black_box(&body)).reply {
+            Reply::Review(json) => json.len(),
+            Reply::Unusable(why) => why.len(),
+        };
     }
     println!("{n} reviews, {bytes} response bytes");
     ExitCode::SUCCESS

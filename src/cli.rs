@@ -1,9 +1,13 @@
 //! Command-line interface. Every flag can also come from an environment
 //! variable so that a Deployment can configure the webhook without args.
+//! This is the only module that knows clap: it turns flags into the plain
+//! settings the runtime and `check` take.
 
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
+
+use crate::{check, cluster, logging, server};
 
 /// Set by the kubelet in every pod; its presence means we run in a cluster.
 pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
@@ -21,13 +25,70 @@ pub enum Command {
     Serve(ServeArgs),
     /// Judge manifests offline with the webhook's rules. Exits 1 when a
     /// finding would be denied, 2 on unusable input.
-    Check(crate::check::CheckArgs),
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => logging::Format::Text,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+impl From<OutputFormat> for check::OutputFormat {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Table => check::OutputFormat::Table,
+            OutputFormat::Json => check::OutputFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration file; the embedded default when omitted.
+    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        env = "ISSUER_GUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: OutputFormat,
+    /// Namespace assumed for objects that name none.
+    #[arg(long, env = "ISSUER_GUARD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Manifest files or directories; `-` reads stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+impl CheckArgs {
+    pub fn options(self) -> check::Options {
+        check::Options {
+            config: self.config,
+            output: self.output.into(),
+            namespace: self.namespace,
+            paths: self.paths,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,6 +152,30 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn in_cluster() -> bool {
         std::env::var_os(IN_CLUSTER_ENV).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The runtime's settings. The cluster is picked here, where the
+    /// environment is read: `--no-cluster`, then `--kubeconfig`, then the
+    /// in-cluster service account.
+    pub fn settings(self) -> server::Settings {
+        let cluster = if self.no_cluster {
+            None
+        } else {
+            cluster::Source::pick(self.kubeconfig.as_deref(), Self::in_cluster())
+        };
+        server::Settings {
+            listen: self.listen,
+            health_listen: self.health_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            dev_cert_dir: self.dev_cert_dir,
+            config: self.config,
+            shutdown_grace: self.shutdown_grace,
+            reload_interval: self.reload_interval,
+            request_timeout: self.request_timeout,
+            max_body_bytes: self.max_body_bytes,
+            cluster,
+        }
     }
 }
 

@@ -13,4 +13,5 @@ pub mod policy;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod state;
 pub mod yaml;

@@ -5,9 +5,13 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::cli::LogFormat;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
 
-pub fn init(format: LogFormat) {
+pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt()
         .with_env_filter(filter)
@@ -17,8 +21,8 @@ pub fn init(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal());
     // try_init: a second initialisation (tests, embedding) keeps the first.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+        Format::Text => builder.try_init(),
+        Format::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)

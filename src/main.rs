@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            logging::init(args.log_format);
+            logging::init(args.log_format.into());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            let result = runtime.block_on(server::run(args));
+            let result = runtime.block_on(server::run(args.settings()));
             // Tasks still running after the drain (watches, reloaders) are
             // dropped; a stuck file read must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -28,12 +28,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Check(args) => run_check(&args),
+        Command::Check(args) => run_check(&args.options()),
     }
 }
 
-fn run_check(args: &check::CheckArgs) -> ExitCode {
-    match check::run(args) {
+fn run_check(options: &check::Options) -> ExitCode {
+    match check::run(options) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("issuer-guard check: {e}");

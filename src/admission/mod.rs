@@ -1,23 +1,26 @@
 //! Answers admission reviews: `/mutate` stamps and marks, `/validate` denies
 //! and warns. Both read only the request and in-memory state; nothing here
-//! calls the API server.
+//! calls the API server, records metrics or speaks HTTP: a review returns
+//! what happened, and the server turns that into a status and counters.
 
-pub mod patch;
+mod patch;
+pub mod response;
+#[cfg(not(feature = "test-support"))]
+mod review;
+#[cfg(feature = "test-support")]
 pub mod review;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use json_patch::Patch;
-use kube::core::{Status, admission::AdmissionResponse};
 
 use crate::{
     config::Config,
-    metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
     object::{self, Kind, ObjectView, Text},
-    policy::{self, Origin, Verdict},
-    rules::{self, SecretIndex},
+    policy::{self, Action, Origin, Subject, Verdict},
+    rules::{self, RuleId, SecretIndex},
 };
+use response::{Response, Status};
 use review::{API_VERSION, KIND, RawReview, RequestIn, ReviewIn, salvage_uid};
 
 /// The metrics decision for an object a controller made that is at risk:
@@ -77,80 +80,91 @@ pub enum AdmissionError {
         source: serde_json::Error,
     },
     #[error("cannot encode the response: {0}")]
-    Encode(String),
+    Encode(#[from] serde_json::Error),
 }
 
-/// An HTTP answer: status and JSON body.
+/// What one review came to.
 #[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
+pub struct Reviewed {
+    /// The judged kind, `other` for kinds issuer-guard does not judge, or
+    /// `unknown` when the review could not be read that far.
+    pub kind: &'static str,
+    /// allowed, patched, warned, denied, controller-at-risk, exempt,
+    /// unjudged or error.
+    pub decision: &'static str,
+    /// Every decided finding, from the validating webhook only, so that a
+    /// finding is counted once although both webhooks judge the object.
+    pub findings: Vec<(RuleId, Action)>,
+    pub reply: Reply,
+}
+
+/// The answer to send.
+#[derive(Debug)]
+pub enum Reply {
+    /// An AdmissionReview (JSON), for HTTP 200.
+    Review(Vec<u8>),
+    /// No uid could be read, so no AdmissionReview can answer: why, for
+    /// HTTP 400.
+    Unusable(String),
 }
 
 pub struct Webhook {
     config: Arc<ArcSwap<Config>>,
     secrets: Arc<dyn SecretIndex>,
-    metrics: Arc<Metrics>,
 }
 
+/// A review's answer before encoding.
 struct Outcome {
-    response: AdmissionResponse,
+    response: Response,
     kind: &'static str,
     decision: &'static str,
+    findings: Vec<(RuleId, Action)>,
 }
 
 impl Webhook {
-    pub fn new(
-        config: Arc<ArcSwap<Config>>,
-        secrets: Arc<dyn SecretIndex>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            config,
-            secrets,
-            metrics,
-        }
+    pub fn new(config: Arc<ArcSwap<Config>>, secrets: Arc<dyn SecretIndex>) -> Self {
+        Self { config, secrets }
     }
 
     /// Answers one review. Never panics on any input; a review that cannot
-    /// be read is answered under its uid when one can be found, and with
-    /// HTTP 400 otherwise.
-    pub fn review(&self, endpoint: Endpoint, body: &[u8]) -> Reply {
-        let started = Instant::now();
-        let (reply, kind, decision) = match self.handle(endpoint, body) {
-            Ok(o) => match encode(o.response) {
-                Ok(body) => (Reply { status: 200, body }, o.kind, o.decision),
-                Err(e) => (bad_request(&e), o.kind, "error"),
+    /// be read is answered under its uid when one can be found.
+    pub fn review(&self, endpoint: Endpoint, body: &[u8]) -> Reviewed {
+        match self.handle(endpoint, body) {
+            Ok(o) => match o.response.encode() {
+                Ok(bytes) => Reviewed {
+                    kind: o.kind,
+                    decision: o.decision,
+                    findings: o.findings,
+                    reply: Reply::Review(bytes),
+                },
+                Err(e) => unusable(o.kind, &AdmissionError::Encode(e)),
             },
             Err(e) => {
                 tracing::warn!(webhook = endpoint.as_str(), error = %e, "unusable admission review");
-                let reply = match salvage_uid(body) {
+                match salvage_uid(body) {
                     Some(uid) => {
-                        let mut r = AdmissionResponse::invalid(e.to_string());
-                        r.uid = uid;
-                        r.result.code = 400;
-                        encode(r)
-                            .map_or_else(|e| bad_request(&e), |body| Reply { status: 200, body })
+                        let response = Response::refuse(
+                            &uid,
+                            Status {
+                                code: 400,
+                                reason: "BadRequest",
+                                message: e.to_string(),
+                            },
+                        );
+                        match response.encode() {
+                            Ok(bytes) => Reviewed {
+                                kind: "unknown",
+                                decision: "error",
+                                findings: Vec::new(),
+                                reply: Reply::Review(bytes),
+                            },
+                            Err(e) => unusable("unknown", &AdmissionError::Encode(e)),
+                        }
                     }
-                    None => bad_request(&e),
-                };
-                (reply, "unknown", "error")
+                    None => unusable("unknown", &e),
+                }
             }
-        };
-        let webhook = endpoint.as_str();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                webhook,
-                kind,
-                decision,
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&WebhookLabels { webhook })
-            .observe(started.elapsed().as_secs_f64());
-        reply
+        }
     }
 
     fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Outcome, AdmissionError> {
@@ -162,28 +176,18 @@ impl Webhook {
             Err(e) => return diagnose(text, e),
         };
         let (req, uid) = envelope(review)?;
-        let mut response = allowed(&uid);
+        let response = Response::allow(&uid);
         let kind = match judged_kind(&req) {
             Ok(kind) => kind,
             Err((known, decision)) => return Ok(unjudged(response, &req, known, decision)),
-        };
-        let outcome = |response, decision| Outcome {
-            response,
-            kind: kind.as_str(),
-            decision,
         };
         let update = req.operation.as_deref() == Some("UPDATE");
         let obj = req.object.as_ref().ok_or(AdmissionError::MissingObject)?;
         let namespace = req
             .namespace
             .as_deref()
-            .or(obj.meta().namespace.as_deref())
-            .unwrap_or_default();
-        let config = self.config.load();
-        if config.is_exempt(namespace) {
-            return Ok(outcome(response, "exempt"));
-        }
-        let old = req.old_object.as_ref().filter(|_| update);
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| obj.namespace_or(""));
         // Ephemeral containers are added by a person (`kubectl debug`), even
         // to a Pod a controller made.
         let origin = if req.sub_resource.as_deref() == Some("ephemeralcontainers") {
@@ -191,7 +195,27 @@ impl Webhook {
         } else {
             Origin::of(obj)
         };
-        let verdict = policy::assess(&config, &*self.secrets, kind, namespace, obj, old, origin);
+        let config = self.config.load();
+        let verdict = policy::assess(
+            &config.policy,
+            &config.context(&*self.secrets),
+            Subject {
+                kind,
+                namespace,
+                obj,
+                old: req.old_object.as_ref().filter(|_| update),
+                origin,
+            },
+        );
+        let outcome = |response, decision, findings| Outcome {
+            response,
+            kind: kind.as_str(),
+            decision,
+            findings,
+        };
+        if verdict.exempt {
+            return Ok(outcome(response, "exempt", Vec::new()));
+        }
 
         match endpoint {
             Endpoint::Mutate => {
@@ -203,60 +227,60 @@ impl Webhook {
                 } else {
                     "patched"
                 };
-                if ops.is_empty() {
-                    return Ok(outcome(response, decision));
-                }
-                let response = response
-                    .with_patch(Patch(ops))
-                    .map_err(|e| AdmissionError::Encode(e.to_string()))?;
-                Ok(outcome(response, decision))
+                Ok(outcome(response.with_patch(&ops)?, decision, Vec::new()))
             }
-            Endpoint::Validate => {
-                self.count_findings(&verdict);
-                let warnings = verdict.warnings();
-                if let Some(risks) = verdict.risks_value() {
-                    response.audit_annotations.insert("risks".to_owned(), risks);
-                }
-                let decision = if verdict.is_denied() {
-                    let meta = obj.meta();
-                    let name = meta
-                        .name
-                        .as_deref()
-                        .or(req.name.as_deref())
-                        .filter(|n| !n.is_empty())
-                        .map_or_else(
-                            || format!("{}*", meta.generate_name.as_deref().unwrap_or_default()),
-                            str::to_owned,
-                        );
-                    response = response.deny(verdict.deny_message(kind.as_str(), &name));
-                    response.result.code = 403;
-                    response.result.reason = "Forbidden".to_owned();
-                    "denied"
-                } else if verdict.controller_at_risk() {
-                    CONTROLLER_AT_RISK
-                } else if warnings.is_empty() {
-                    "allowed"
-                } else {
-                    "warned"
-                };
-                if !warnings.is_empty() {
-                    response.warnings = Some(warnings);
-                }
-                Ok(outcome(response, decision))
-            }
+            Endpoint::Validate => Ok(validation(response, kind, obj, verdict)),
         }
     }
+}
 
-    fn count_findings(&self, verdict: &Verdict) {
-        for d in &verdict.decided {
-            self.metrics
-                .findings
-                .get_or_create(&FindingLabels {
-                    rule: d.finding.rule.as_str(),
-                    action: d.action.as_str(),
-                })
-                .inc();
-        }
+/// The validating webhook's answer: denied, warned or allowed, with the
+/// risks for the audit log.
+fn validation(
+    mut response: Response,
+    kind: Kind,
+    obj: &ObjectView<'_>,
+    verdict: Verdict,
+) -> Outcome {
+    let findings = verdict
+        .decided
+        .iter()
+        .map(|d| (d.finding.rule, d.action))
+        .collect();
+    if let Some(risks) = verdict.risks_value() {
+        response.audit_annotations.push(("risks", risks));
+    }
+    let warnings = verdict.warnings();
+    let decision = if verdict.is_denied() {
+        let message = verdict.deny_message(kind.as_str(), &obj.meta().display_name());
+        response = response.deny(Status {
+            code: 403,
+            reason: "Forbidden",
+            message,
+        });
+        "denied"
+    } else if verdict.controller_at_risk() {
+        CONTROLLER_AT_RISK
+    } else if warnings.is_empty() {
+        "allowed"
+    } else {
+        "warned"
+    };
+    response.warnings = warnings;
+    Outcome {
+        response,
+        kind: kind.as_str(),
+        decision,
+        findings,
+    }
+}
+
+fn unusable(kind: &'static str, e: &AdmissionError) -> Reviewed {
+    Reviewed {
+        kind,
+        decision: "error",
+        findings: Vec::new(),
+        reply: Reply::Unusable(e.to_string()),
     }
 }
 
@@ -301,7 +325,7 @@ fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, (Option<Kind>, &'stati
 }
 
 fn unjudged<O>(
-    mut response: AdmissionResponse,
+    mut response: Response,
     req: &RequestIn<'_, O>,
     known: Option<Kind>,
     decision: &'static str,
@@ -311,17 +335,18 @@ fn unjudged<O>(
             .kind
             .as_ref()
             .map_or(("", ""), |gk| (&*gk.group, &*gk.kind));
-        response.warnings = Some(vec![rules::truncate_chars(
+        response.warnings = vec![rules::truncate_chars(
             format!(
                 "issuer-guard does not judge {group}/{name}; check the webhook registration's rules"
             ),
             rules::MAX_WARNING_CHARS,
-        )]);
+        )];
     }
     Outcome {
         response,
         kind: known.map_or("other", Kind::as_str),
         decision,
+        findings: Vec::new(),
     }
 }
 
@@ -336,7 +361,9 @@ fn diagnose(body: &str, error: serde_json::Error) -> Result<Outcome, AdmissionEr
     let (req, uid) = envelope(raw)?;
     let kind = match judged_kind(&req) {
         Ok(kind) => kind,
-        Err((known, decision)) => return Ok(unjudged(allowed(&uid), &req, known, decision)),
+        Err((known, decision)) => {
+            return Ok(unjudged(Response::allow(&uid), &req, known, decision));
+        }
     };
     for (field, object) in [("object", req.object), ("oldObject", req.old_object)] {
         if let Some(object) = object
@@ -388,25 +415,6 @@ fn mutation(
             &[(object::RISKS_ANNOTATION, risks.as_deref())],
         )
     }
-}
-
-fn allowed(uid: &str) -> AdmissionResponse {
-    let mut r = AdmissionResponse::invalid("");
-    r.uid = uid.to_owned();
-    r.allowed = true;
-    r.result = Status::success();
-    r
-}
-
-fn encode(response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
-    serde_json::to_vec(&response.into_review()).map_err(|e| AdmissionError::Encode(e.to_string()))
-}
-
-fn bad_request(e: &AdmissionError) -> Reply {
-    let body = serde_json::json!({ "error": e.to_string() })
-        .to_string()
-        .into_bytes();
-    Reply { status: 400, body }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! serde's `flatten` and builds a typed `ObjectMeta`, which costs several
 //! times the rest of a review. The envelope is read borrowed instead, and
 //! generic over how the objects are read: straight into the rules' view in
-//! one pass on the hot path, or as raw JSON to explain a failure. Responses
-//! still use kube's `AdmissionResponse`.
+//! one pass on the hot path, or as raw JSON to explain a failure. Dry runs
+//! are judged like any other review, so `dryRun` is not read.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -42,8 +42,6 @@ pub struct RequestIn<'a, O> {
     #[serde(default)]
     pub sub_resource: Option<Text<'a>>,
     #[serde(default)]
-    pub name: Option<Text<'a>>,
-    #[serde(default)]
     pub namespace: Option<Text<'a>>,
     #[serde(default)]
     pub operation: Option<Text<'a>>,
@@ -51,8 +49,6 @@ pub struct RequestIn<'a, O> {
     pub object: Option<O>,
     #[serde(default)]
     pub old_object: Option<O>,
-    #[serde(default)]
-    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

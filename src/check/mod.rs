@@ -19,25 +19,15 @@ use crate::{
     rules::{LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE},
 };
 
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// Configuration file; the embedded default when omitted.
-    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+/// What to check, and how to report it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Configuration file; the embedded default when `None`.
     pub config: Option<PathBuf>,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long = "output",
-        env = "ISSUER_GUARD_OUTPUT",
-        value_enum,
-        default_value = "table"
-    )]
     pub output: OutputFormat,
     /// Namespace assumed for objects that name none.
-    #[arg(long, env = "ISSUER_GUARD_NAMESPACE", default_value = "default")]
     pub namespace: String,
     /// Manifest files or directories; `-` reads stdin.
-    #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
 
@@ -55,9 +45,9 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_UNUSABLE: u8 = 2;
 
 /// Runs the command, printing to stdout; returns the process exit code.
-pub fn run(args: &CheckArgs) -> Result<u8, CheckError> {
+pub fn run(args: &Options) -> Result<u8, CheckError> {
     let config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path)?.config,
         None => Config::embedded_default(),
     };
     let docs = load(&args.paths)?;
@@ -97,30 +87,22 @@ pub fn judge_documents(
             document: doc.document,
             message: format!("not a readable {kind_name}: {e}"),
         })?;
-        let meta = obj.meta();
-        let namespace = meta.namespace.as_deref().unwrap_or(default_namespace);
-        let verdict = if config.is_exempt(namespace) {
-            policy::Verdict::default()
-        } else {
-            policy::assess(
-                config,
-                &secrets,
+        let namespace = obj.namespace_or(default_namespace);
+        let verdict = policy::assess(
+            &config.policy,
+            &config.context(&secrets),
+            policy::Subject {
                 kind,
                 namespace,
-                &obj,
-                None,
-                policy::Origin::of(&obj),
-            )
-        };
+                obj: &obj,
+                old: None,
+                origin: policy::Origin::of(&obj),
+            },
+        );
         judged.push(Judged {
             kind,
             namespace: namespace.to_owned(),
-            name: meta
-                .name
-                .as_deref()
-                .or(meta.generate_name.as_deref())
-                .unwrap_or_default()
-                .to_owned(),
+            name: obj.meta().display_name(),
             verdict,
         });
     }

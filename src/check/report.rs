@@ -2,9 +2,12 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::{config::Action, object::Kind, policy::Verdict};
+use crate::{
+    object::Kind,
+    policy::{Action, Verdict},
+};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
     Json,

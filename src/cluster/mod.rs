@@ -3,7 +3,10 @@
 
 mod secrets;
 
-use std::{ffi::OsStr, sync::Arc};
+use std::{
+    ffi::{OsStr, OsString},
+    sync::Arc,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,27 +33,27 @@ pub enum ClusterError {
 }
 
 /// Where the client configuration comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
     /// A `$PATH`-like list of kubeconfig files.
-    Kubeconfig(&'a OsStr),
+    Kubeconfig(OsString),
     InCluster,
 }
 
-impl<'a> Source<'a> {
+impl Source {
     /// `None` when no API server is configured. A developer's
     /// ~/.kube/config is never picked up on its own: a webhook that silently
     /// watched whatever cluster the shell points at would be a surprise.
-    pub fn pick(kubeconfig: Option<&'a OsStr>, in_cluster: bool) -> Option<Self> {
+    pub fn pick(kubeconfig: Option<&OsStr>, in_cluster: bool) -> Option<Self> {
         match kubeconfig {
-            Some(k) if !k.is_empty() => Some(Source::Kubeconfig(k)),
+            Some(k) if !k.is_empty() => Some(Source::Kubeconfig(k.to_owned())),
             _ if in_cluster => Some(Source::InCluster),
             _ => None,
         }
     }
 }
 
-pub async fn client(source: Source<'_>) -> Result<Client, ClusterError> {
+pub async fn client(source: &Source) -> Result<Client, ClusterError> {
     let config = match source {
         Source::Kubeconfig(list) => {
             let mut merged: Option<Kubeconfig> = None;
@@ -98,7 +101,10 @@ mod tests {
     #[test]
     fn picks_kubeconfig_then_in_cluster_then_nothing() {
         let k = OsStr::new("/tmp/kc");
-        assert_eq!(Source::pick(Some(k), true), Some(Source::Kubeconfig(k)));
+        assert_eq!(
+            Source::pick(Some(k), true),
+            Some(Source::Kubeconfig(k.to_owned()))
+        );
         assert_eq!(Source::pick(None, true), Some(Source::InCluster));
         assert_eq!(Source::pick(Some(OsStr::new("")), false), None);
         assert_eq!(Source::pick(None, false), None);
@@ -106,7 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_kubeconfig_is_an_error() {
-        let result = client(Source::Kubeconfig(OsStr::new("/nonexistent/kubeconfig"))).await;
+        let result = client(&Source::Kubeconfig("/nonexistent/kubeconfig".into())).await;
         assert!(
             matches!(result, Err(ClusterError::Kubeconfig(_))),
             "{:?}",

@@ -1,16 +1,19 @@
-//! Configuration: the declared issuer generation, the rotation in progress,
-//! the mode and per-rule overrides. Parsed from YAML into a runtime form that
-//! the rules read without further lookups.
+//! Configuration: parses and validates the YAML file into what the rules
+//! judge against (`crate::state`) and the policy that decides
+//! (`crate::policy::Policy`). Owns loading the file and watching it.
 
 mod file;
-mod pattern;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
-pub use pattern::{Pattern, glob_match};
-
-use crate::rules::RuleId;
+use crate::{
+    policy::{Action, Mode, Policy},
+    rules::{Context, RuleId, SecretIndex},
+    state::{Generation, Pattern, Rotation},
+};
 use file::{ConfigFile, RotationFile};
+pub use watch::watch;
 
 /// The configuration used when no file is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
@@ -25,6 +28,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config is not UTF-8 text: {0}")]
+    NotUtf8(std::str::Utf8Error),
     #[error("config is not valid YAML: {0}")]
     Yaml(String),
     #[error("config field `{field}`: {message}")]
@@ -40,111 +45,18 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Enforce,
-    Audit,
-}
-
-/// What happens to a finding. Ordered by strength, so that combining two
-/// decisions is a `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// Not reported.
-    Off,
-    /// Reported as an admission warning.
-    Warn,
-    /// Reported as a warning and marked on the object (`issuer-guard.io/at-risk`).
-    Label,
-    /// The request is rejected.
-    Deny,
-}
-
-impl Action {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Action::Off => "off",
-            Action::Warn => "warn",
-            Action::Label => "label",
-            Action::Deny => "deny",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Action> {
-        match s {
-            "off" => Some(Action::Off),
-            "warn" => Some(Action::Warn),
-            "label" => Some(Action::Label),
-            "deny" => Some(Action::Deny),
-            _ => None,
-        }
-    }
-}
-
-/// The issuer generation new pods are stamped with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Generation {
-    pub number: u64,
-    pub issuer: String,
-    pub key_id: String,
-    /// `number` as a label value, formatted once instead of per review.
-    pub label_value: String,
-}
-
-impl Generation {
-    pub fn new(number: u64, issuer: impl Into<String>, key_id: impl Into<String>) -> Self {
-        Self {
-            number,
-            issuer: issuer.into(),
-            key_id: key_id.into(),
-            label_value: number.to_string(),
-        }
-    }
-}
-
-/// The rotation in progress. A rotation is declared when something is
-/// retiring; everything else only refines it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rotation {
-    pub retiring_issuers: Vec<String>,
-    pub retiring_key_ids: Vec<String>,
-    pub grace_seconds: u64,
-    pub api_audiences: Vec<String>,
-    pub trusted_audiences: Vec<Pattern>,
-    pub federated_audiences: Vec<Pattern>,
-}
-
-impl Rotation {
-    pub fn declared(&self) -> bool {
-        self.issuer_retiring() || self.key_retiring()
-    }
-
-    pub fn issuer_retiring(&self) -> bool {
-        !self.retiring_issuers.is_empty()
-    }
-
-    pub fn key_retiring(&self) -> bool {
-        !self.retiring_key_ids.is_empty()
-    }
-
-    /// Whether an explicit token audience dies when the retiring issuers go.
-    /// With `--api-audiences` unset the API server accepts exactly its
-    /// issuers as audiences, so a retiring issuer URL stops being one; when
-    /// it is set explicitly, only what it lists is accepted.
-    pub fn audience_retires(&self, audience: &str) -> bool {
-        self.retiring_issuers.iter().any(|i| i == audience)
-            && !self.api_audiences.iter().any(|a| a == audience)
-    }
+/// A configuration file as read: what it says, and its bytes.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub generation: Generation,
     pub rotation: Rotation,
-    pub mode: Mode,
-    /// Indexed by [`RuleId::index`].
-    pub overrides: [Option<Action>; RuleId::ALL.len()],
-    pub exempt_namespaces: Vec<String>,
+    pub policy: Policy,
 }
 
 impl Config {
@@ -154,12 +66,19 @@ impl Config {
         Self::parse(EMBEDDED_DEFAULT).expect("embedded default config is valid")
     }
 
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Reads and parses the file at `path`, keeping the bytes so that a
+    /// watch can tell when they change.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text)
+        let config = Self::from_bytes(&bytes)?;
+        Ok(Loaded { config, bytes })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::parse(std::str::from_utf8(bytes).map_err(ConfigError::NotUtf8)?)
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
@@ -251,14 +170,21 @@ impl Config {
         Ok(Config {
             generation,
             rotation,
-            mode,
-            overrides,
-            exempt_namespaces,
+            policy: Policy {
+                mode,
+                overrides,
+                exempt_namespaces,
+            },
         })
     }
 
-    pub fn is_exempt(&self, namespace: &str) -> bool {
-        self.exempt_namespaces.iter().any(|n| n == namespace)
+    /// What the rules may know, with `secrets` as the legacy token index.
+    pub fn context<'a>(&'a self, secrets: &'a dyn SecretIndex) -> Context<'a> {
+        Context {
+            rotation: &self.rotation,
+            current_issuer: &self.generation.issuer,
+            secrets,
+        }
     }
 }
 

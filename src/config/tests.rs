@@ -11,12 +11,12 @@ fn embedded_default_is_generation_one_enforce_no_rotation() {
     assert_eq!(c.generation.label_value, "1");
     assert_eq!(c.generation.issuer, DEFAULT_ISSUER);
     assert_eq!(c.generation.key_id, "");
-    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.policy.mode, Mode::Enforce);
     assert!(!c.rotation.declared());
     assert_eq!(c.rotation.grace_seconds, 86_400);
-    assert!(c.is_exempt("kube-system"));
-    assert!(!c.is_exempt("default"));
-    assert!(c.overrides.iter().all(Option::is_none));
+    assert!(c.policy.is_exempt("kube-system"));
+    assert!(!c.policy.is_exempt("default"));
+    assert!(c.policy.overrides.iter().all(Option::is_none));
 }
 
 #[test]
@@ -52,17 +52,17 @@ exemptNamespaces: [kube-system, issuer-guard]
     assert_eq!(c.rotation.grace_seconds, 3600);
     assert!(c.rotation.trusted_audiences[0].matches("sts.amazonaws.com"));
     assert!(c.rotation.federated_audiences[0].matches("vault-jwt-prod"));
-    assert_eq!(c.mode, Mode::Audit);
+    assert_eq!(c.policy.mode, Mode::Audit);
     assert_eq!(
-        c.overrides[RuleId::TokenSubpath.index()],
+        c.policy.overrides[RuleId::TokenSubpath.index()],
         Some(Action::Deny)
     );
     assert_eq!(
-        c.overrides[RuleId::RefreshExceedsGrace.index()],
+        c.policy.overrides[RuleId::RefreshExceedsGrace.index()],
         Some(Action::Off)
     );
-    assert_eq!(c.overrides[RuleId::LegacyTokenEnv.index()], None);
-    assert!(c.is_exempt("issuer-guard"));
+    assert_eq!(c.policy.overrides[RuleId::LegacyTokenEnv.index()], None);
+    assert!(c.policy.is_exempt("issuer-guard"));
 }
 
 #[test]

@@ -100,6 +100,26 @@ impl<'a> ObjectView<'a> {
     pub fn meta(&self) -> &MetaView<'a> {
         self.metadata.as_ref().unwrap_or(&NO_META)
     }
+
+    /// The object's namespace, or `fallback` when it names none.
+    pub fn namespace_or<'s>(&'s self, fallback: &'s str) -> &'s str {
+        self.meta()
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(fallback)
+    }
+}
+
+impl MetaView<'_> {
+    /// The name to show people: the name, or `generateName*` while the API
+    /// server has not picked one yet.
+    pub fn display_name(&self) -> String {
+        match self.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => name.to_owned(),
+            None => format!("{}*", self.generate_name.as_deref().unwrap_or_default()),
+        }
+    }
 }
 
 /// The pod spec of an object, with the metadata that governs it: the Pod's

@@ -4,7 +4,7 @@
 //! Linkerd, SPIRE's k8s_psat, Vault's kubernetes auth) ask the API server,
 //! which accepts every configured issuer, so they are deliberately absent.
 
-use crate::config::{Rotation, glob_match};
+use crate::state::{Rotation, glob_match};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FederatedParty<'r> {
@@ -61,7 +61,7 @@ pub fn federated_party<'r>(audience: &str, rotation: &'r Rotation) -> Option<Fed
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Pattern;
+    use crate::state::Pattern;
 
     #[test]
     fn built_in_parties() {

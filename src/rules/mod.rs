@@ -17,7 +17,7 @@ pub use secrets::{
     LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE, SecretIndex,
 };
 
-use crate::{config::Rotation, object::PodSpecRef};
+use crate::{object::PodSpecRef, state::Rotation};
 
 /// Token facts the rules share (see ../shared/DOMAIN.md).
 pub mod facts {

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::{
-    config::{Pattern, Rotation},
     object::{Kind, ObjectView, PodSpecRef},
+    state::{Pattern, Rotation},
 };
 
 const OLD_ISSUER: &str = "https://old.example.com";

@@ -3,12 +3,15 @@
 //! files as they change, and drains on SIGTERM.
 
 mod accept;
-mod config_file;
+#[cfg(not(feature = "test-support"))]
+mod devcert;
+#[cfg(feature = "test-support")]
 pub mod devcert;
 mod readiness;
 mod routes;
+mod settings;
 mod signals;
-pub mod tls;
+mod tls;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -17,11 +20,12 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use settings::Settings;
+
 use crate::{
     admission::Webhook,
-    cli::ServeArgs,
     cluster::{self, ClusterError, LegacyTokenCache},
-    config::{Config, ConfigError},
+    config::{self, Config, ConfigError},
     metrics::Metrics,
 };
 use accept::{Drained, Limits};
@@ -49,19 +53,26 @@ pub enum ServerError {
 
 /// Runs until SIGTERM or SIGINT and a drain. Errors are start-up errors;
 /// once serving, failures are logged and the process keeps serving.
-pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
+pub async fn run(args: Settings) -> Result<(), ServerError> {
     run_with_routes(args, routes::reviews).await
 }
 
-/// [`run`] with other handlers on the webhook listener: `handlers` gets the
-/// webhook `run` would serve and returns the router for the TLS listener.
+/// What the review handlers need: the webhook and the metrics they record.
+#[derive(Clone)]
+pub struct Reviews {
+    pub webhook: Arc<Webhook>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// [`run`] with other handlers on the webhook listener: `handlers` gets what
+/// `run` would serve with and returns the router for the TLS listener.
 /// Everything else is `run`'s own: certificate, TLS configuration, accept
 /// loop, HTTP server, body limit and deadline layers, health listener,
 /// reloads and drain. The benchmark's null webhook (examples/null-webhook.rs)
 /// uses it to measure the stack without the review.
 pub async fn run_with_routes(
-    args: ServeArgs,
-    handlers: impl FnOnce(Arc<Webhook>) -> Router,
+    args: Settings,
+    handlers: impl FnOnce(Reviews) -> Router,
 ) -> Result<(), ServerError> {
     let signals = Signals::install().map_err(ServerError::Signals)?;
     let metrics = Arc::new(Metrics::new());
@@ -77,15 +88,15 @@ pub async fn run_with_routes(
 
     let (config, config_seen) = match &args.config {
         Some(path) => {
-            let (config, seen) = config_file::load(path)?;
-            (config, Some((path.clone(), seen)))
+            let loaded = Config::load(path)?;
+            (loaded.config, Some((path.clone(), loaded.bytes)))
         }
         None => (Config::embedded_default(), None),
     };
     tracing::info!(
         config = args.config.as_ref().map_or_else(|| "(embedded default)".to_owned(), |p| p.display().to_string()),
         generation = config.generation.number,
-        mode = ?config.mode,
+        mode = ?config.policy.mode,
         rotation_declared = config.rotation.declared(),
         "config loaded"
     );
@@ -93,7 +104,7 @@ pub async fn run_with_routes(
 
     let secrets = secret_cache(&args, &metrics).await?;
     let readiness = Arc::new(Readiness::new(secrets.clone()));
-    let webhook = Arc::new(Webhook::new(config.clone(), secrets, metrics.clone()));
+    let webhook = Arc::new(Webhook::new(config.clone(), secrets));
 
     let listener = bind("webhook", args.listen).await?;
     let health_listener = bind("health", args.health_listen).await?;
@@ -108,7 +119,7 @@ pub async fn run_with_routes(
         metrics.clone(),
     );
     let _config_watch = config_seen.map(|(path, seen)| {
-        config_file::watch(
+        config::watch(
             path,
             seen,
             args.reload_interval,
@@ -125,7 +136,11 @@ pub async fn run_with_routes(
     });
 
     tracing::info!(webhook = %webhook_addr, health = %health_addr, "listening");
-    let app = routes::webhooks(handlers(webhook), args.max_body_bytes, args.request_timeout);
+    let reviews = Reviews {
+        webhook,
+        metrics: metrics.clone(),
+    };
+    let app = routes::webhooks(handlers(reviews), args.max_body_bytes, args.request_timeout);
     let limits = Limits {
         handshake_timeout: args.request_timeout,
         grace: args.shutdown_grace,
@@ -149,7 +164,7 @@ pub async fn run_with_routes(
     Ok(())
 }
 
-fn pair_files(args: &ServeArgs) -> Result<PairFiles, TlsError> {
+fn pair_files(args: &Settings) -> Result<PairFiles, TlsError> {
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Ok(PairFiles {
             cert: cert.clone(),
@@ -172,16 +187,11 @@ fn pair_files(args: &ServeArgs) -> Result<PairFiles, TlsError> {
 }
 
 async fn secret_cache(
-    args: &ServeArgs,
+    args: &Settings,
     metrics: &Metrics,
 ) -> Result<Arc<LegacyTokenCache>, ClusterError> {
     let gauge = metrics.legacy_token_secrets.clone();
-    let source = if args.no_cluster {
-        None
-    } else {
-        cluster::Source::pick(args.kubeconfig.as_deref(), ServeArgs::in_cluster())
-    };
-    match source {
+    match &args.cluster {
         Some(source) => {
             let client = cluster::client(source).await?;
             tracing::info!(

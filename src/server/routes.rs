@@ -1,7 +1,10 @@
 //! HTTP routes: the two webhooks on the TLS listener, and health, readiness
 //! and metrics on the plain listener.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -13,10 +16,10 @@ use axum::{
     routing::{get, post},
 };
 
-use super::readiness::Readiness;
+use super::{Reviews, readiness::Readiness};
 use crate::{
-    admission::{Endpoint, Webhook},
-    metrics::Metrics,
+    admission::{Endpoint, Reply, Reviewed},
+    metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
 };
 
 const JSON: &str = "application/json";
@@ -24,11 +27,11 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// The product's `/mutate` and `/validate` handlers, before [`webhooks`]
 /// wraps them in the limits every webhook route gets.
-pub fn reviews(webhook: Arc<Webhook>) -> Router {
+pub fn reviews(reviews: Reviews) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .with_state(webhook)
+        .with_state(reviews)
 }
 
 /// Wraps the webhook handlers in the body limit and the request deadline.
@@ -38,31 +41,58 @@ pub fn webhooks(handlers: Router, max_body_bytes: usize, deadline: Duration) -> 
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
 }
 
-async fn mutate(
-    State(webhook): State<Arc<Webhook>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    review(&webhook, Endpoint::Mutate, body)
+async fn mutate(State(r): State<Reviews>, body: Result<Bytes, BytesRejection>) -> Response {
+    review(&r, Endpoint::Mutate, body)
 }
 
-async fn validate(
-    State(webhook): State<Arc<Webhook>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    review(&webhook, Endpoint::Validate, body)
+async fn validate(State(r): State<Reviews>, body: Result<Bytes, BytesRejection>) -> Response {
+    review(&r, Endpoint::Validate, body)
 }
 
 /// The review runs on the async worker: it is microseconds of CPU with no
 /// I/O, so moving it to a blocking thread would cost more than it saves.
-fn review(webhook: &Webhook, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+fn review(r: &Reviews, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
     match body {
         Ok(body) => {
-            let reply = webhook.review(endpoint, &body);
-            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, [(header::CONTENT_TYPE, JSON)], reply.body).into_response()
+            let started = Instant::now();
+            let reviewed = r.webhook.review(endpoint, &body);
+            record(&r.metrics, endpoint, &reviewed, started.elapsed());
+            match reviewed.reply {
+                Reply::Review(json) => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, JSON)], json).into_response()
+                }
+                Reply::Unusable(why) => json_error(StatusCode::BAD_REQUEST, &why),
+            }
         }
         // Too large (413), or the client failed mid-body.
         Err(rejection) => json_error(rejection.status(), &rejection.body_text()),
+    }
+}
+
+/// Counts one review: by webhook, kind and decision, its duration, and the
+/// findings the validating webhook decided.
+fn record(metrics: &Metrics, endpoint: Endpoint, reviewed: &Reviewed, took: Duration) {
+    let webhook = endpoint.as_str();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            webhook,
+            kind: reviewed.kind,
+            decision: reviewed.decision,
+        })
+        .inc();
+    metrics
+        .duration
+        .get_or_create(&WebhookLabels { webhook })
+        .observe(took.as_secs_f64());
+    for (rule, action) in &reviewed.findings {
+        metrics
+            .findings
+            .get_or_create(&FindingLabels {
+                rule: rule.as_str(),
+                action: action.as_str(),
+            })
+            .inc();
     }
 }
 
@@ -117,4 +147,41 @@ async fn readyz(State(h): State<Health>) -> Response {
 
 async fn metrics_text(State(h): State<Health>) -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], h.metrics.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::{admission::Webhook, config::Config, rules::LegacySecrets};
+
+    const SMALL_POD: &str = include_str!("../../tests/fixtures/reviews/pod-small.json");
+    const DEPLOYMENT: &str = include_str!("../../tests/fixtures/reviews/deployment-denied.json");
+    const KEY_ROTATION: &str = "generation: {static: {number: 2, issuer: 'https://kubernetes.default.svc.cluster.local', keyId: kid-b}}\nrotation: {retiringKeyIds: [kid-a]}\n";
+
+    #[test]
+    fn requests_and_findings_are_counted() {
+        let config = Arc::new(ArcSwap::from_pointee(Config::parse(KEY_ROTATION).unwrap()));
+        let webhook = Webhook::new(config, Arc::new(LegacySecrets::default()));
+        let metrics = Metrics::new();
+        for (endpoint, body) in [
+            (Endpoint::Validate, DEPLOYMENT),
+            (Endpoint::Mutate, SMALL_POD),
+            (Endpoint::Mutate, "garbage"),
+        ] {
+            let reviewed = webhook.review(endpoint, body.as_bytes());
+            record(&metrics, endpoint, &reviewed, Duration::from_micros(50));
+        }
+        let text = metrics.encode();
+        for line in [
+            r#"issuer_guard_admission_requests_total{webhook="validate",kind="Deployment",decision="denied"} 1"#,
+            r#"issuer_guard_admission_requests_total{webhook="mutate",kind="Pod",decision="patched"} 1"#,
+            r#"issuer_guard_admission_requests_total{webhook="mutate",kind="unknown",decision="error"} 1"#,
+            r#"issuer_guard_findings_total{rule="token-subpath",action="deny"} 1"#,
+            r#"issuer_guard_admission_duration_seconds_count{webhook="validate"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
 }

@@ -105,10 +105,6 @@ impl ReloadingCert {
     pub fn replace(&self, next: CertifiedKey) {
         self.current.store(Arc::new(next));
     }
-
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
-    }
 }
 
 impl ResolvesServerCert for ReloadingCert {

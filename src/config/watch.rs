@@ -1,37 +1,21 @@
-//! The `--config` file: read at start-up and swapped into the running
-//! webhook whenever its content changes. A file that does not parse is
-//! reported and the previous configuration stays in force, so that a typo in
-//! a ConfigMap never takes the webhook down.
+//! The `--config` file in a running webhook: swapped in whenever its content
+//! changes. A file that does not parse is reported and the previous
+//! configuration stays in force, so that a typo in a ConfigMap never takes
+//! the webhook down.
 
-use std::{path::Path, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
+use super::{Config, ConfigError};
 use crate::{
-    config::{Config, ConfigError},
     metrics::{Metrics, ResultLabels},
     reload,
 };
 
-/// The parsed file and the bytes it was parsed from.
-pub fn load(path: &Path) -> Result<(Config, Vec<u8>), ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let config = parse(path, &bytes)?;
-    Ok((config, bytes))
-}
-
-fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Read {
-        path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
-    Config::parse(text)
-}
-
+/// Polls `path` every `interval` and stores each good new configuration in
+/// `config`. `seen` is the content already in force.
 pub fn watch(
     path: PathBuf,
     seen: Vec<u8>,
@@ -42,7 +26,7 @@ pub fn watch(
     reload::spawn(vec![path.clone()], vec![seen], interval, move |read| {
         let parsed = match read {
             Ok(contents) => match contents.first() {
-                Some(bytes) => parse(&path, bytes),
+                Some(bytes) => Config::from_bytes(bytes),
                 None => Err(ConfigError::Yaml("no content read".to_owned())),
             },
             Err(e) => Err(ConfigError::Read {
@@ -55,7 +39,7 @@ pub fn watch(
                 tracing::info!(
                     config = %path.display(),
                     generation = next.generation.number,
-                    mode = ?next.mode,
+                    mode = ?next.policy.mode,
                     rotation_declared = next.rotation.declared(),
                     "config reloaded"
                 );

@@ -6,12 +6,14 @@
 //! ReplicaSet is denied retries forever, and scaling, rolling and re-creating
 //! pods silently stall; so what a controller makes is marked, never denied.
 
-use std::fmt::Write;
+mod action;
+mod verdict;
+
+pub use action::{Action, Mode, Policy, default_action};
 
 use crate::{
-    config::{Action, Config, Mode},
     object::{Kind, ObjectView, PodSpecRef},
-    rules::{self, Context, Finding, MAX_WARNING_CHARS, RuleId, SecretIndex, truncate_chars},
+    rules::{self, Context, Finding, RuleId},
 };
 
 /// The annotation listing rules an object opts out of, comma-separated.
@@ -57,6 +59,8 @@ impl Origin {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// In an exempt namespace: nothing was judged.
+    pub exempt: bool,
     pub decided: Vec<Decided>,
     /// The controlling owner (`Kind/name`) of a controller-made object.
     pub made_by: Option<String>,
@@ -66,51 +70,47 @@ pub struct Verdict {
     pub unknown_opt_outs: Vec<String>,
 }
 
+/// One object to judge, with what admission (or `check`) knows about it.
+pub struct Subject<'o, 'a> {
+    pub kind: Kind,
+    pub namespace: &'o str,
+    pub obj: &'o ObjectView<'a>,
+    /// On an UPDATE, the object before the change.
+    pub old: Option<&'o ObjectView<'a>>,
+    pub origin: Origin,
+}
+
 /// Judges one object end to end, the same way for the webhook and `check`:
-/// runs the rules on its pod spec and decides what each finding does. On an
-/// UPDATE, `old` is the object before the change.
-pub fn assess(
-    config: &Config,
-    secrets: &dyn SecretIndex,
-    kind: Kind,
-    namespace: &str,
-    obj: &ObjectView<'_>,
-    old: Option<&ObjectView<'_>>,
-    origin: Origin,
-) -> Verdict {
-    let ctx = Context {
-        rotation: &config.rotation,
-        current_issuer: &config.generation.issuer,
-        secrets,
-    };
+/// skips exempt namespaces, runs the rules on its pod spec and decides what
+/// each finding does.
+pub fn assess(policy: &Policy, ctx: &Context<'_>, subject: Subject<'_, '_>) -> Verdict {
+    if policy.is_exempt(subject.namespace) {
+        return Verdict {
+            exempt: true,
+            ..Verdict::default()
+        };
+    }
     let judge = |obj| {
-        let pod = PodSpecRef::locate(kind, obj)?;
+        let pod = PodSpecRef::locate(subject.kind, obj)?;
         let mut findings = Vec::new();
-        rules::judge(&pod, &ctx, namespace, &mut findings);
+        rules::judge(&pod, ctx, subject.namespace, &mut findings);
         Some((
             findings,
             pod.template_meta.annotations.get(IGNORE_ANNOTATION),
         ))
     };
-    let Some((findings, ignore)) = judge(obj) else {
+    let Some((findings, ignore)) = judge(subject.obj) else {
         return Verdict::default();
     };
-    let old = old.map(|o| judge(o).map(|(f, _)| f).unwrap_or_default());
-    decide(config, findings, ignore, old.as_deref(), origin)
-}
-
-/// The action for a finding before overrides: in enforce mode a certain
-/// breakage is denied, everything else is warned about and labelled.
-pub fn default_action(mode: Mode, certain: bool) -> Action {
-    match (mode, certain) {
-        (Mode::Enforce, true) => Action::Deny,
-        _ => Action::Label,
-    }
+    let old = subject
+        .old
+        .map(|o| judge(o).map(|(f, _)| f).unwrap_or_default());
+    decide(policy, findings, ignore, old.as_deref(), subject.origin)
 }
 
 /// Decides every finding. `old` holds the old object's findings on UPDATE.
 pub fn decide(
-    config: &Config,
+    policy: &Policy,
     findings: Vec<Finding>,
     ignore: Option<&str>,
     old: Option<&[Finding]>,
@@ -151,8 +151,7 @@ pub fn decide(
             }
             continue;
         }
-        let mut action = config.overrides[finding.rule.index()]
-            .unwrap_or_else(|| default_action(config.mode, finding.certain));
+        let mut action = policy.action(finding.rule, finding.certain);
         if action == Action::Off {
             continue;
         }
@@ -179,106 +178,10 @@ pub fn decide(
     verdict
 }
 
-impl Verdict {
-    pub fn denied(&self) -> impl Iterator<Item = &Decided> {
-        self.decided.iter().filter(|d| d.action == Action::Deny)
-    }
-
-    pub fn is_denied(&self) -> bool {
-        self.denied().next().is_some()
-    }
-
-    /// Rule ids that mark the object at risk, sorted and without repeats.
-    pub fn at_risk_rules(&self) -> Vec<RuleId> {
-        let mut rules: Vec<RuleId> = self
-            .decided
-            .iter()
-            .filter(|d| d.action >= Action::Label)
-            .map(|d| d.finding.rule)
-            .collect();
-        rules.sort_unstable();
-        rules.dedup();
-        rules
-    }
-
-    /// The value of the `issuer-guard.io/risks` annotation.
-    pub fn risks_value(&self) -> Option<String> {
-        let rules = self.at_risk_rules();
-        (!rules.is_empty()).then(|| {
-            rules
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    }
-
-    /// A controller-made object with findings that mark it at risk.
-    pub fn controller_at_risk(&self) -> bool {
-        self.made_by.is_some() && !self.at_risk_rules().is_empty()
-    }
-
-    /// Warning lines for the API client: non-denied findings and opt-outs.
-    /// None for a controller-made object: no person reads a controller's
-    /// warnings, and the marks already say it all.
-    pub fn warnings(&self) -> Vec<String> {
-        if self.made_by.is_some() {
-            return Vec::new();
-        }
-        let mut out: Vec<String> = self
-            .decided
-            .iter()
-            .filter(|d| matches!(d.action, Action::Warn | Action::Label))
-            .map(|d| d.finding.warning())
-            .collect();
-        if !self.opted_out.is_empty() {
-            let mut line = format!("issuer-guard: {IGNORE_ANNOTATION} opts out of");
-            for (i, (rule, hidden)) in self.opted_out.iter().enumerate() {
-                let sep = if i == 0 { " " } else { ", " };
-                let _ = write!(line, "{sep}{rule} ({hidden} hidden)");
-            }
-            out.push(truncate_chars(line, MAX_WARNING_CHARS));
-        }
-        if !self.unknown_opt_outs.is_empty() {
-            out.push(truncate_chars(
-                format!(
-                    "issuer-guard: {IGNORE_ANNOTATION} names unknown rules: {}",
-                    self.unknown_opt_outs.join(", ")
-                ),
-                MAX_WARNING_CHARS,
-            ));
-        }
-        out
-    }
-
-    /// The denial text: every denied finding in full, then the way out.
-    pub fn deny_message(&self, kind: &str, name: &str) -> String {
-        let denied: Vec<&Decided> = self.denied().collect();
-        let mut msg = format!(
-            "issuer-guard denied {kind} \"{name}\": {} finding(s) certain to break its service-account tokens under the declared rotation.",
-            denied.len()
-        );
-        for (i, d) in denied.iter().enumerate() {
-            let _ = write!(
-                msg,
-                " ({}) [{}] {}",
-                i + 1,
-                d.finding.rule,
-                d.finding.describe()
-            );
-        }
-        let _ = write!(
-            msg,
-            " To accept the risk, list the rule in annotation {IGNORE_ANNOTATION} on the {}.",
-            if kind == "Pod" { "pod" } else { "pod template" }
-        );
-        msg
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn finding(rule: RuleId, certain: bool, subject: &str) -> Finding {
         Finding {
@@ -310,7 +213,7 @@ mod tests {
         let c = finding(RuleId::LegacyTokenVolume, false, "volume \"w\"");
         let old = [a.clone()];
         let v = decide(
-            &config,
+            &config.policy,
             vec![a.clone(), b.clone(), c],
             None,
             Some(&old),
@@ -330,7 +233,7 @@ mod tests {
         );
         assert!(!v.is_denied());
         assert_eq!(v.risks_value().as_deref(), Some("token-subpath"));
-        let v = decide(&config, vec![b, a], None, None, Origin::Submitted);
+        let v = decide(&config.policy, vec![b, a], None, None, Origin::Submitted);
         assert!(v.is_denied());
         assert_eq!(v.warnings().len(), 1);
     }
@@ -342,7 +245,7 @@ mod tests {
         let hazard = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
         let owner = Origin::Controller("ReplicaSet/web-7c9f8b6d5".into());
         let v = decide(
-            &config,
+            &config.policy,
             vec![certain.clone(), hazard.clone()],
             None,
             None,
@@ -366,7 +269,7 @@ mod tests {
         );
         // An old object's finding is reported as existing, not as made.
         let v = decide(
-            &config,
+            &config.policy,
             vec![certain.clone()],
             None,
             Some(&[certain]),
@@ -374,7 +277,7 @@ mod tests {
         );
         assert_eq!(v.decided[0].relaxed, Some(Relaxed::Existing));
         // The same findings, submitted by a person, are denied.
-        let v = decide(&config, vec![hazard], None, None, Origin::Submitted);
+        let v = decide(&config.policy, vec![hazard], None, None, Origin::Submitted);
         assert!(v.is_denied());
         assert!(!v.controller_at_risk());
     }
@@ -410,7 +313,7 @@ mod tests {
         let config = Config::embedded_default();
         let f = finding(RuleId::TokenSubpath, true, "container \"a\"");
         let v = decide(
-            &config,
+            &config.policy,
             vec![f.clone(), f],
             Some(" token-subpath ,token-subpath,bogus"),
             None,

@@ -1,0 +1,25 @@
+//! What `serve` runs with, as plain values: the command line (or anything
+//! else) builds them, and the runtime never sees how they were given.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::cluster;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    /// The serving pair; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Where a development pair is kept when no pair is given.
+    pub dev_cert_dir: PathBuf,
+    /// The configuration file; the embedded default without one.
+    pub config: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub reload_interval: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// The API server to watch Secrets on; none runs without a cluster.
+    pub cluster: Option<cluster::Source>,
+}
