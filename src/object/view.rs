@@ -175,6 +175,40 @@ pub struct VolumeView<'a> {
     pub projected: Option<ProjectedView<'a>>,
 }
 
+/// A Secret a volume carries: the volume's own `secret`, or one of its
+/// `projected` sources.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretSource<'v, 'a> {
+    pub name: &'v str,
+    pub items: &'v [KeyToPathView<'a>],
+    /// The index among `projected.sources`, `None` for a `secret` volume.
+    pub projected: Option<usize>,
+}
+
+impl<'a> VolumeView<'a> {
+    /// Every Secret the volume carries that names one.
+    pub fn secret_sources(&self) -> impl Iterator<Item = SecretSource<'_, 'a>> {
+        let own = self.secret.as_ref().and_then(|s| {
+            Some(SecretSource {
+                name: s.secret_name.as_deref()?,
+                items: &s.items,
+                projected: None,
+            })
+        });
+        let projected = self.projected.iter().flat_map(|p| {
+            p.sources.iter().enumerate().filter_map(|(i, src)| {
+                let s = src.secret.as_ref()?;
+                Some(SecretSource {
+                    name: s.name.as_deref()?,
+                    items: &s.items,
+                    projected: Some(i),
+                })
+            })
+        });
+        own.into_iter().chain(projected)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
 pub struct SecretVolumeView<'a> {

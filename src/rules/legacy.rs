@@ -3,7 +3,7 @@
 //! the controller-manager's key, so they die when that key is retired.
 
 use super::{Context, Finding, RuleId, facts::LEGACY_TOKEN_KEY};
-use crate::object::{KeyToPathView, PodSpecRef};
+use crate::object::{KeyToPathView, PodSpecRef, SecretSource, VolumeView};
 
 pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Finding>) {
     env(pod, ctx, ns, out);
@@ -20,6 +20,20 @@ pub(super) fn token_path<'v>(items: &'v [KeyToPathView<'_>]) -> Option<&'v str> 
         .iter()
         .find(|i| &*i.key == LEGACY_TOKEN_KEY)
         .map(|i| &*i.path)
+}
+
+/// The legacy token Secrets whose token the volume exposes, each with the
+/// file the token lands in: the one judgement both the volume and the
+/// subPath rules rest on.
+pub(super) fn legacy_token_files<'v, 'a>(
+    v: &'v VolumeView<'a>,
+    ctx: &Context<'_>,
+    ns: &str,
+) -> impl Iterator<Item = (SecretSource<'v, 'a>, &'v str)> {
+    v.secret_sources().filter_map(move |s| {
+        let file = token_path(s.items)?;
+        ctx.secrets.is_legacy_token(ns, s.name).then_some((s, file))
+    })
 }
 
 fn retiring_keys(ctx: &Context<'_>) -> String {
@@ -99,32 +113,12 @@ fn env_finding(
 
 fn volumes(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Finding>) {
     for (vi, v) in pod.spec.volumes.iter().enumerate() {
-        if let Some(s) = &v.secret
-            && let Some(name) = s.secret_name.as_deref()
-            && token_path(&s.items).is_some()
-            && ctx.secrets.is_legacy_token(ns, name)
-        {
-            out.push(volume_finding(
-                ctx,
-                format!("{}.volumes[{vi}]", pod.path),
-                &v.name,
-                name,
-            ));
-        }
-        let Some(p) = &v.projected else { continue };
-        for (si, src) in p.sources.iter().enumerate() {
-            if let Some(s) = &src.secret
-                && let Some(name) = s.name.as_deref()
-                && token_path(&s.items).is_some()
-                && ctx.secrets.is_legacy_token(ns, name)
-            {
-                out.push(volume_finding(
-                    ctx,
-                    format!("{}.volumes[{vi}].projected.sources[{si}].secret", pod.path),
-                    &v.name,
-                    name,
-                ));
-            }
+        for (source, _) in legacy_token_files(v, ctx, ns) {
+            let path = match source.projected {
+                None => format!("{}.volumes[{vi}]", pod.path),
+                Some(si) => format!("{}.volumes[{vi}].projected.sources[{si}].secret", pod.path),
+            };
+            out.push(volume_finding(ctx, path, &v.name, source.name));
         }
     }
 }

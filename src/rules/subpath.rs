@@ -1,7 +1,7 @@
 //! `token-subpath`: kubelet never updates files mounted with `subPath` or
 //! `subPathExpr`, so a token mounted that way is frozen at container start.
 
-use super::{Context, Finding, RuleId, legacy::token_path};
+use super::{Context, Finding, RuleId, legacy::legacy_token_files};
 use crate::object::{MountView, PodSpecRef, VolumeView};
 
 #[derive(Default)]
@@ -55,33 +55,15 @@ fn tokens_under_mount(
         }
         None => false,
     };
-    let mut carried = Carried::default();
-    if let Some(s) = &v.secret
-        && let Some(name) = s.secret_name.as_deref()
-        && let Some(file) = token_path(&s.items)
-        && covers(file)
-        && ctx.secrets.is_legacy_token(ns, name)
-    {
-        carried.legacy = true;
+    Carried {
+        bound: v.projected.iter().any(|p| {
+            p.sources
+                .iter()
+                .filter_map(|src| src.service_account_token.as_ref())
+                .any(|t| covers(&t.path))
+        }),
+        legacy: legacy_token_files(v, ctx, ns).any(|(_, file)| covers(file)),
     }
-    if let Some(p) = &v.projected {
-        for src in &p.sources {
-            if let Some(t) = &src.service_account_token
-                && covers(&t.path)
-            {
-                carried.bound = true;
-            }
-            if let Some(s) = &src.secret
-                && let Some(name) = s.name.as_deref()
-                && let Some(file) = token_path(&s.items)
-                && covers(file)
-                && ctx.secrets.is_legacy_token(ns, name)
-            {
-                carried.legacy = true;
-            }
-        }
-    }
-    carried
 }
 
 fn finding(
