@@ -48,11 +48,13 @@ impl LegacyTokenCache {
         self.synced.load(Ordering::Acquire)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.current.load().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.current.load().is_empty()
     }
 

@@ -9,7 +9,7 @@
 mod action;
 mod verdict;
 
-pub use action::{Action, Mode, Policy, default_action};
+pub use action::{Action, Mode, Policy};
 
 use crate::{
     object::{Kind, ObjectView, PodSpecRef},
@@ -180,8 +180,20 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::Config;
+    use super::{action::default_action, *};
+
+    /// Enforce mode with these per-rule overrides.
+    fn policy(overrides: &[(RuleId, Action)]) -> Policy {
+        let mut p = Policy {
+            mode: Mode::Enforce,
+            overrides: [None; RuleId::ALL.len()],
+            exempt_namespaces: vec!["kube-system".into()],
+        };
+        for (rule, action) in overrides {
+            p.overrides[rule.index()] = Some(*action);
+        }
+        p
+    }
 
     fn finding(rule: RuleId, certain: bool, subject: &str) -> Finding {
         Finding {
@@ -205,15 +217,16 @@ mod tests {
 
     #[test]
     fn overrides_grandfathering_and_risks() {
-        let config =
-            Config::parse("rules: {refresh-exceeds-grace: warn, legacy-token-volume: off}")
-                .unwrap();
+        let config = policy(&[
+            (RuleId::RefreshExceedsGrace, Action::Warn),
+            (RuleId::LegacyTokenVolume, Action::Off),
+        ]);
         let a = finding(RuleId::TokenSubpath, true, "container \"a\"");
         let b = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
         let c = finding(RuleId::LegacyTokenVolume, false, "volume \"w\"");
         let old = [a.clone()];
         let v = decide(
-            &config.policy,
+            &config,
             vec![a.clone(), b.clone(), c],
             None,
             Some(&old),
@@ -233,19 +246,19 @@ mod tests {
         );
         assert!(!v.is_denied());
         assert_eq!(v.risks_value().as_deref(), Some("token-subpath"));
-        let v = decide(&config.policy, vec![b, a], None, None, Origin::Submitted);
+        let v = decide(&config, vec![b, a], None, None, Origin::Submitted);
         assert!(v.is_denied());
         assert_eq!(v.warnings().len(), 1);
     }
 
     #[test]
     fn controller_made_objects_are_marked_never_denied_nor_warned() {
-        let config = Config::parse("rules: {refresh-exceeds-grace: deny}").unwrap();
+        let config = policy(&[(RuleId::RefreshExceedsGrace, Action::Deny)]);
         let certain = finding(RuleId::TokenSubpath, true, "container \"a\"");
         let hazard = finding(RuleId::RefreshExceedsGrace, false, "volume \"v\"");
         let owner = Origin::Controller("ReplicaSet/web-7c9f8b6d5".into());
         let v = decide(
-            &config.policy,
+            &config,
             vec![certain.clone(), hazard.clone()],
             None,
             None,
@@ -269,7 +282,7 @@ mod tests {
         );
         // An old object's finding is reported as existing, not as made.
         let v = decide(
-            &config.policy,
+            &config,
             vec![certain.clone()],
             None,
             Some(&[certain]),
@@ -277,7 +290,7 @@ mod tests {
         );
         assert_eq!(v.decided[0].relaxed, Some(Relaxed::Existing));
         // The same findings, submitted by a person, are denied.
-        let v = decide(&config.policy, vec![hazard], None, None, Origin::Submitted);
+        let v = decide(&config, vec![hazard], None, None, Origin::Submitted);
         assert!(v.is_denied());
         assert!(!v.controller_at_risk());
     }
@@ -310,10 +323,10 @@ mod tests {
 
     #[test]
     fn opt_out_counts_hidden_findings() {
-        let config = Config::embedded_default();
+        let config = policy(&[]);
         let f = finding(RuleId::TokenSubpath, true, "container \"a\"");
         let v = decide(
-            &config.policy,
+            &config,
             vec![f.clone(), f],
             Some(" token-subpath ,token-subpath,bogus"),
             None,
