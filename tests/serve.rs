@@ -1,6 +1,6 @@
 //! End-to-end tests of `issuer-guard serve`: the real binary, over TLS.
 
-mod common;
+mod support;
 
 use std::{
     path::Path,
@@ -11,8 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, client, peer_certificate, poll_until, roundtrip, sample};
 use serde_json::{Value, json};
+use support::{
+    eventually as poll_until,
+    serve::{Server, client, peer_certificate, roundtrip, sample},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -373,7 +376,7 @@ async fn bad_input_gets_400_a_refusal_or_413() {
 async fn health_readiness_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::dev(dir.path(), &[]);
-    let plain = common::plain_client();
+    let plain = support::serve::plain_client();
 
     let resp = plain
         .get(server.health_url("/healthz"))
@@ -501,7 +504,7 @@ async fn certificate_swap_by_symlink_keeps_serving() {
 
     // A keep-alive connection made before the swap must survive it.
     let plain_body = serde_json::to_vec(&review("uid-kept", plain_pod())).unwrap();
-    let mut kept = common::tls_connect(server.webhook, &server.ca).await;
+    let mut kept = support::serve::tls_connect(server.webhook, &server.ca).await;
     assert_eq!(roundtrip(&mut kept, "/validate", &plain_body).await.0, 200);
 
     // Reviews keep flowing, each on a new connection, across the swap.
@@ -608,10 +611,10 @@ async fn sigterm_drains_in_flight_reviews_and_closes_idle_connections() {
     let body = serde_json::to_vec(&review("uid-in-flight", plain_pod())).unwrap();
 
     // An in-flight review: headers and half the body sent.
-    let mut in_flight = common::tls_connect(server.webhook, &server.ca).await;
+    let mut in_flight = support::serve::tls_connect(server.webhook, &server.ca).await;
     let half = body.len() / 2;
     in_flight
-        .write_all(common::request_head("/validate", body.len()).as_bytes())
+        .write_all(support::serve::request_head("/validate", body.len()).as_bytes())
         .await
         .unwrap();
     in_flight.write_all(&body[..half]).await.unwrap();
@@ -619,13 +622,13 @@ async fn sigterm_drains_in_flight_reviews_and_closes_idle_connections() {
 
     // An idle keep-alive connection, as kube-apiserver keeps them. Its full
     // round trip also lets the server read the in-flight request's head.
-    let mut idle = common::tls_connect(server.webhook, &server.ca).await;
+    let mut idle = support::serve::tls_connect(server.webhook, &server.ca).await;
     let (status, _) = roundtrip(&mut idle, "/validate", &body).await;
     assert_eq!(status, 200);
 
     let signalled = Instant::now();
     server.signal("TERM");
-    let plain = common::plain_client();
+    let plain = support::serve::plain_client();
     let text = poll_until("readyz to turn 503", WAIT, || async {
         let r = plain.get(server.health_url("/readyz")).send().await.ok()?;
         (r.status() == 503).then_some(r)
@@ -657,7 +660,7 @@ async fn sigterm_drains_in_flight_reviews_and_closes_idle_connections() {
     // The in-flight review completes.
     in_flight.write_all(&body[half..]).await.unwrap();
     in_flight.flush().await.unwrap();
-    let (status, answer) = common::read_response(&mut in_flight).await;
+    let (status, answer) = support::serve::read_response(&mut in_flight).await;
     assert_eq!(status, 200);
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(response(&answer)["uid"], "uid-in-flight");
@@ -676,15 +679,15 @@ async fn shutdown_grace_bounds_the_drain() {
         &["--shutdown-grace", "1s", "--request-timeout", "60s"],
     );
     let body = serde_json::to_vec(&review("uid-stalled", plain_pod())).unwrap();
-    let mut stalled = common::tls_connect(server.webhook, &server.ca).await;
+    let mut stalled = support::serve::tls_connect(server.webhook, &server.ca).await;
     stalled
-        .write_all(common::request_head("/validate", body.len()).as_bytes())
+        .write_all(support::serve::request_head("/validate", body.len()).as_bytes())
         .await
         .unwrap();
     stalled.write_all(&body[..10]).await.unwrap();
     stalled.flush().await.unwrap();
     // Lets the server read the stalled request's head first.
-    let mut other = common::tls_connect(server.webhook, &server.ca).await;
+    let mut other = support::serve::tls_connect(server.webhook, &server.ca).await;
     assert_eq!(roundtrip(&mut other, "/validate", &body).await.0, 200);
 
     let signalled = Instant::now();
@@ -704,14 +707,14 @@ async fn a_stalled_upload_gets_504_at_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::dev(dir.path(), &["--request-timeout", "500ms"]);
     let body = serde_json::to_vec(&review("uid-slow", plain_pod())).unwrap();
-    let mut slow = common::tls_connect(server.webhook, &server.ca).await;
-    slow.write_all(common::request_head("/validate", body.len()).as_bytes())
+    let mut slow = support::serve::tls_connect(server.webhook, &server.ca).await;
+    slow.write_all(support::serve::request_head("/validate", body.len()).as_bytes())
         .await
         .unwrap();
     slow.write_all(&body[..10]).await.unwrap();
     slow.flush().await.unwrap();
     let started = Instant::now();
-    let (status, answer) = tokio::time::timeout(WAIT, common::read_response(&mut slow))
+    let (status, answer) = tokio::time::timeout(WAIT, support::serve::read_response(&mut slow))
         .await
         .expect("answered at the deadline");
     assert_eq!(status, 504);
@@ -760,35 +763,14 @@ fn start_up_errors_exit_non_zero_with_a_message() {
     assert!(err.contains("no-such-rule"), "{err}");
 }
 
-/// The patch bytes. kube-rs writes Go's `[]byte` as an array of numbers,
-/// which the API server's decoder accepts as well as base64.
+/// The patch bytes: Go's `[]byte` travels as a base64 string, and nothing
+/// else is accepted here.
 fn patch_bytes(patch: &Value) -> Vec<u8> {
-    match patch {
-        Value::Array(items) => items
-            .iter()
-            .map(|b| {
-                b.as_u64()
-                    .and_then(|b| u8::try_from(b).ok())
-                    .expect("a byte")
-            })
-            .collect(),
-        Value::String(s) => base64_decode(s),
-        other => panic!("patch is neither bytes nor base64: {other}"),
-    }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    use base64::Engine as _;
+    let text = patch
+        .as_str()
+        .unwrap_or_else(|| panic!("patch is not a string: {patch}"));
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("patch is base64")
 }

@@ -1,11 +1,12 @@
 //! Test support for the end-to-end tests: a real control plane (etcd,
 //! kube-apiserver, kube-controller-manager) on loopback ports, issuer-guard
 //! running as a local process and registered with it, and a stand-in IRSA
-//! injector webhook. Every test gets its own processes, ports and
+//! injector webhook; and `issuer-guard serve` run on its own for the TLS
+//! and HTTP tests. Every test gets its own processes, ports and
 //! directories, and every process dies with the fixture that started it.
 
-// Each e2e test file compiles this module on its own and uses a part of it.
-#![allow(dead_code)]
+// Each test file compiles this module on its own and uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 pub mod api;
 pub mod binaries;
@@ -13,6 +14,7 @@ pub mod controlplane;
 pub mod injector;
 pub mod pki;
 pub mod process;
+pub mod serve;
 pub mod webhook;
 
 use std::{future::Future, time::Duration};

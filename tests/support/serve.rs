@@ -1,6 +1,5 @@
 //! Runs the real `issuer-guard serve` binary for integration tests and
 //! talks to it over TLS.
-#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},
@@ -243,22 +242,6 @@ pub fn peer_certificate(resp: &reqwest::Response) -> Vec<u8> {
         .and_then(|i| i.peer_certificate())
         .expect("TLS info with a peer certificate")
         .to_vec()
-}
-
-/// Polls `check` until it returns `Some`, or fails after `within`.
-pub async fn poll_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The value of one sample, e.g. `issuer_guard_tls_reloads_total{result="success"}`.
