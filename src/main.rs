@@ -1,3 +1,6 @@
+//! The `issuer-guard` binary: parses the command line and hands over to
+//! `serve` or `check`. Nothing else lives here.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,3 +1,6 @@
+//! The webhook's answers to real reviews: stamps, marks, denials, warnings,
+//! controller-made objects, and what unusable requests get.
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

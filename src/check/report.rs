@@ -1,3 +1,5 @@
+//! `check`'s output: a table for people, JSON for scripts.
+
 use std::fmt::Write;
 
 use serde::Serialize;

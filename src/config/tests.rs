@@ -1,3 +1,5 @@
+//! Parsing and validation of the configuration file, field by field.
+
 use super::*;
 
 fn err(text: &str) -> String {

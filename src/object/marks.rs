@@ -1,3 +1,6 @@
+//! issuer-guard's own labels and annotations, and how they are read from an
+//! object without copying anyone else's.
+
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};

@@ -1,3 +1,5 @@
+//! Strings read from the request, borrowed where the JSON allows it.
+
 use std::{borrow::Cow, fmt, ops::Deref};
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};

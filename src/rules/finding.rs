@@ -1,3 +1,5 @@
+//! A finding: what breaks, where, why, and the one-line warning for it.
+
 use std::fmt::Write;
 
 use super::RuleId;

@@ -1,3 +1,5 @@
+//! The rule ids: their names, order and parsing.
+
 use std::fmt;
 
 /// Every rule issuer-guard knows. The string forms are part of the public

@@ -1,6 +1,7 @@
 //! The rules: pure functions from a pod spec plus what is known of the
 //! cluster (the declared rotation, the legacy token Secrets) to findings.
-//! The webhook, `check` and later `status` all call [`judge`].
+//! The webhook, `check` and later `status` all call [`judge`]. The token
+//! behaviour each rule rests on is written down in docs/tokens.md.
 
 mod audience;
 mod finding;
@@ -19,7 +20,7 @@ pub use secrets::{
 
 use crate::{object::PodSpecRef, state::Rotation};
 
-/// Token facts the rules share (see ../shared/DOMAIN.md).
+/// Token facts the rules share (docs/tokens.md explains each).
 pub mod facts {
     /// The API server's default for a projection without `expirationSeconds`.
     pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;

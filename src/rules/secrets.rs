@@ -1,3 +1,6 @@
+//! Which Secrets hold legacy service-account tokens: the index the rules
+//! ask, filled from `check`'s input or the webhook's watch.
+
 use std::collections::{HashMap, HashSet};
 
 /// The annotation that marks a Secret as a legacy service-account token.
