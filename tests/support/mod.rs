@@ -24,6 +24,17 @@ pub use injector::Injector;
 pub use pki::SaKey;
 pub use webhook::IssuerGuard;
 
+/// The `issuer-guard` binary the tests start: `ISSUER_GUARD_BIN` when set
+/// (scripts/test sets it to a release build of the binary alone, which has
+/// only the product's dependency features), otherwise cargo's test build of
+/// it, which has the dev-dependencies' features unified in.
+pub fn issuer_guard_bin() -> std::path::PathBuf {
+    match std::env::var_os("ISSUER_GUARD_BIN").filter(|p| !p.is_empty()) {
+        Some(path) => path.into(),
+        None => env!("CARGO_BIN_EXE_issuer-guard").into(),
+    }
+}
+
 /// The namespace every scenario works in.
 pub const NS: &str = "e2e";
 

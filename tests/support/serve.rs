@@ -61,12 +61,24 @@ impl Server {
         Server::start(&args, certs.join("ca.crt"))
     }
 
-    /// Serves with `args` added to the defaults of every test.
+    /// Serves with `args` added to the defaults of every test, without a
+    /// cluster.
     pub fn start(args: &[String], ca: PathBuf) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_issuer-guard"));
+        let mut all = vec!["--no-cluster".to_owned()];
+        all.extend_from_slice(args);
+        Server::start_with_env(&all, ca, &[])
+    }
+
+    /// Serves with `args` (which decide about the cluster) and extra
+    /// environment variables, on top of a scrubbed environment.
+    pub fn start_with_env(
+        args: &[String],
+        ca: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
+        let mut cmd = Command::new(super::issuer_guard_bin());
         cmd.args([
             "serve",
-            "--no-cluster",
             "--listen",
             "127.0.0.1:0",
             "--health-listen",
@@ -83,6 +95,7 @@ impl Server {
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("spawn issuer-guard");
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));

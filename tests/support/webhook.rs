@@ -76,7 +76,7 @@ impl IssuerGuard {
         let certs = dir.join("certs");
         let process = Proc::spawn(
             "issuer-guard",
-            env!("CARGO_BIN_EXE_issuer-guard").as_ref(),
+            &super::issuer_guard_bin(),
             &[
                 "serve".into(),
                 format!("--listen=127.0.0.1:{port}"),
@@ -254,7 +254,9 @@ async fn register(client: &Client, port: u16, ca: &[u8], registration: Registrat
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
             "failurePolicy": "Fail",
-            "timeoutSeconds": 5,
+            // Control planes share two cores in the tests; a webhook call
+            // that waits for a busy core must not fail a create.
+            "timeoutSeconds": 15,
         })
     };
     let mut mutate_rules = workload_rules();
