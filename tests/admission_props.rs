@@ -1,8 +1,11 @@
 //! Mutated real reviews thrown at the handler: it never panics, always
 //! echoes a readable uid, and any patch it returns applies cleanly to the
-//! object it was given and keeps everything that object had.
+//! object it was given, keeps everything that object had in its order, and
+//! changes nothing but the keys issuer-guard owns, to exactly the values the
+//! verdict calls for. Both an audit and an enforce configuration are fuzzed,
+//! and the run fails if too few cases patched or denied anything.
 
-use std::sync::Arc;
+use std::{cell::Cell, sync::Arc};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -11,7 +14,10 @@ use issuer_guard::{
     config::Config,
     rules::LegacySecrets,
 };
-use proptest::prelude::*;
+use proptest::{
+    prelude::*,
+    test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner},
+};
 use serde_json::{Value, json};
 
 const FIXTURES: [&str; 4] = [
@@ -21,15 +27,25 @@ const FIXTURES: [&str; 4] = [
     include_str!("fixtures/reviews/deployment-update.json"),
 ];
 
-const CONFIG: &str = "generation: {static: {number: 4, issuer: 'https://new.example.com', keyId: kid-b}}\nrotation: {retiringIssuers: ['https://old.example.com'], retiringKeyIds: [kid-a], graceSeconds: 3600}\nmode: audit\n";
+const CONFIG: &str = "generation: {static: {number: 4, issuer: 'https://new.example.com', keyId: kid-b}}\nrotation: {retiringIssuers: ['https://old.example.com'], retiringKeyIds: [kid-a], graceSeconds: 3600}\n";
+const MODES: [&str; 2] = ["audit", "enforce"];
 
-fn webhook() -> Webhook {
+/// The stamp issuer-guard owns on new Pods, per CONFIG.
+const STAMP: [(&str, &str, &str); 3] = [
+    ("labels", "issuer-guard.io/generation", "4"),
+    (
+        "annotations",
+        "issuer-guard.io/issuer",
+        "https://new.example.com",
+    ),
+    ("annotations", "issuer-guard.io/key-id", "kid-b"),
+];
+
+fn webhook(mode: &str) -> Webhook {
     let mut secrets = LegacySecrets::default();
     secrets.insert("shop", "checkout-token");
-    Webhook::new(
-        Arc::new(ArcSwap::from_pointee(Config::parse(CONFIG).unwrap())),
-        Arc::new(secrets),
-    )
+    let config = Config::parse(&format!("{CONFIG}mode: {mode}\n")).unwrap();
+    Webhook::new(Arc::new(ArcSwap::from_pointee(config)), Arc::new(secrets))
 }
 
 #[derive(Debug, Clone)]
@@ -121,15 +137,24 @@ fn mutate(review: &mut Value, edits: &[(prop::sample::Index, Edit)]) {
     }
 }
 
-/// `patched` keeps every field of `original`, apart from issuer-guard's own
-/// marks, which it may rewrite.
+/// The keys issuer-guard owns: its marks. `issuer-guard.io/ignore` is the
+/// user's and must never be touched.
+const OWNED: [&str; 5] = [
+    "issuer-guard.io/generation",
+    "issuer-guard.io/at-risk",
+    "issuer-guard.io/issuer",
+    "issuer-guard.io/key-id",
+    "issuer-guard.io/risks",
+];
+
+/// `patched` keeps every field of `original` in its order, apart from
+/// issuer-guard's own marks on the top-level metadata, which it may rewrite.
 fn preserves(original: &Value, patched: &Value, path: &str) -> Result<(), String> {
     match (original, patched) {
         (Value::Object(o), Value::Object(p)) => {
             for (k, v) in o {
-                let ours =
-                    path.ends_with("/metadata/labels") || path.ends_with("/metadata/annotations");
-                if ours && k.starts_with("issuer-guard.io/") {
+                let marks = path == "/metadata/labels" || path == "/metadata/annotations";
+                if marks && OWNED.contains(&k.as_str()) {
                     continue;
                 }
                 let child = p.get(k).ok_or_else(|| format!("{path}/{k} dropped"))?;
@@ -139,8 +164,8 @@ fn preserves(original: &Value, patched: &Value, path: &str) -> Result<(), String
             let keys_p: Vec<&String> = p.keys().filter(|k| o.contains_key(*k)).collect();
             if keys_o
                 .iter()
-                .filter(|k| !k.starts_with("issuer-guard.io/"))
-                .ne(keys_p.iter().filter(|k| !k.starts_with("issuer-guard.io/")))
+                .filter(|k| !OWNED.contains(&k.as_str()))
+                .ne(keys_p.iter().filter(|k| !OWNED.contains(&k.as_str())))
             {
                 return Err(format!("{path}: keys reordered"));
             }
@@ -158,73 +183,194 @@ fn preserves(original: &Value, patched: &Value, path: &str) -> Result<(), String
     }
 }
 
+/// What the cases came to, so that a run that never reached the patch or
+/// the deny path fails instead of passing vacuously.
+#[derive(Default)]
+struct Tally {
+    patched: Cell<usize>,
+    denied: Cell<usize>,
+}
+
+fn answer(
+    webhook: &Webhook,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Option<Value>, TestCaseError> {
+    match webhook.review(endpoint, body).reply {
+        Reply::Review(json) => serde_json::from_slice::<Value>(&json)
+            .map(Some)
+            .map_err(|e| TestCaseError::fail(format!("unreadable reply: {e}"))),
+        Reply::Unusable(why) => {
+            prop_assert!(!why.is_empty());
+            Ok(None)
+        }
+    }
+}
+
+/// `original` with issuer-guard's marks set as the verdict calls for: the
+/// at-risk label and risks annotation from the validating webhook's audit
+/// annotation, and the stamp on a Pod being created.
+fn expected(original: &Value, risks: Option<&str>, stamped: bool) -> Value {
+    let mut want = original.clone();
+    if !want["metadata"].is_object() {
+        want["metadata"] = json!({});
+    }
+    let mut set = |map: &str, key: &str, value: Option<&str>| {
+        let meta = &mut want["metadata"];
+        if !meta[map].is_object() {
+            if value.is_none() {
+                return;
+            }
+            meta[map] = json!({});
+        }
+        let m = meta[map].as_object_mut().expect("a map");
+        match value {
+            Some(v) => {
+                m.insert(key.to_owned(), json!(v));
+            }
+            None => {
+                m.remove(key);
+            }
+        }
+    };
+    set("labels", "issuer-guard.io/at-risk", risks.map(|_| "true"));
+    set("annotations", "issuer-guard.io/risks", risks);
+    if stamped {
+        for (map, key, value) in STAMP {
+            set(map, key, Some(value));
+        }
+    }
+    want
+}
+
 fn check(
     webhook: &Webhook,
     endpoint: Endpoint,
     body: &[u8],
     sent: Option<&Value>,
+    tally: &Tally,
 ) -> Result<(), TestCaseError> {
     let uid = sent
         .and_then(|s| s["request"]["uid"].as_str())
         .filter(|u| !u.is_empty());
-    let answer = match webhook.review(endpoint, body).reply {
-        Reply::Review(json) => serde_json::from_slice::<Value>(&json)
-            .map_err(|e| TestCaseError::fail(format!("unreadable reply: {e}")))?,
-        Reply::Unusable(why) => {
-            prop_assert!(!why.is_empty());
-            // Unanswerable only when no uid could be read.
-            prop_assert!(uid.is_none(), "unanswered despite uid {:?}: {}", uid, why);
-            return Ok(());
-        }
+    let Some(answer) = answer(webhook, endpoint, body)? else {
+        // Unanswerable only when no uid could be read.
+        prop_assert!(uid.is_none(), "unanswered despite uid {:?}", uid);
+        return Ok(());
     };
     let response = &answer["response"];
     prop_assert_eq!(response["uid"].as_str(), uid, "uid not echoed: {}", answer);
-    if let Some(patch) = response.get("patch") {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(patch.as_str().unwrap_or_default())
-            .map_err(|e| TestCaseError::fail(format!("patch is not base64: {e}")))?;
-        let patch: json_patch::Patch =
-            serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let original = sent
-            .map(|s| s["request"]["object"].clone())
-            .unwrap_or_default();
-        let mut patched = original.clone();
-        json_patch::patch(&mut patched, &patch)
-            .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}\n{patch:?}")))?;
-        preserves(&original, &patched, "").map_err(TestCaseError::fail)?;
-        // Applying the patched object again yields no further patch.
-        let mut again = sent.cloned().unwrap_or_default();
-        again["request"]["object"] = patched;
-        let Reply::Review(second) = webhook.review(endpoint, again.to_string().as_bytes()).reply
-        else {
-            return Err(TestCaseError::fail("the patched object was not answered"));
-        };
-        let second: Value =
-            serde_json::from_slice(&second).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(
-            second["response"].get("patch").is_none(),
-            "not idempotent: {}",
-            second
-        );
+    if response["allowed"] == false && response["status"]["code"] == 403 {
+        tally.denied.set(tally.denied.get() + 1);
     }
+    let Some(patch) = response.get("patch") else {
+        return Ok(());
+    };
+    tally.patched.set(tally.patched.get() + 1);
+    prop_assert_eq!(response["patchType"].as_str(), Some("JSONPatch"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch.as_str().unwrap_or_default())
+        .map_err(|e| TestCaseError::fail(format!("patch is not base64: {e}")))?;
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let sent = sent.cloned().unwrap_or_default();
+    let original = sent["request"]["object"].clone();
+    let mut patched = original.clone();
+    json_patch::patch(&mut patched, &patch)
+        .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}\n{patch:?}")))?;
+    preserves(&original, &patched, "").map_err(TestCaseError::fail)?;
+
+    // Exactly the owned keys changed, to what the verdict says.
+    let validated = answer_for(webhook, Endpoint::Validate, body)?;
+    let risks = validated["response"]["auditAnnotations"]["risks"].as_str();
+    let req = &sent["request"];
+    let stamped = req["kind"]["kind"] == "Pod" && req["operation"] == "CREATE";
+    let want = expected(&original, risks, stamped);
+    prop_assert!(
+        patched == want,
+        "patched object differs from the original plus issuer-guard's marks\npatched: {}\nwanted:  {}",
+        patched,
+        want
+    );
+
+    // Applying the patched object again yields no further patch.
+    let mut again = sent;
+    again["request"]["object"] = patched;
+    let second = answer_for(webhook, endpoint, again.to_string().as_bytes())?;
+    prop_assert!(
+        second["response"].get("patch").is_none(),
+        "not idempotent: {}",
+        second
+    );
     Ok(())
+}
+
+/// An answer that must exist: the review had a uid.
+fn answer_for(webhook: &Webhook, endpoint: Endpoint, body: &[u8]) -> Result<Value, TestCaseError> {
+    answer(webhook, endpoint, body)?
+        .ok_or_else(|| TestCaseError::fail("a review with a uid was not answered"))
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(RunnerConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
+        ..RunnerConfig::default()
+    })
+}
+
+#[test]
+fn mutated_reviews() {
+    const CASES: u32 = 512;
+    let webhooks = MODES.map(webhook);
+    let tally = Tally::default();
+    let strategy = (
+        0..FIXTURES.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), edit()), 0..6),
+        any::<bool>(),
+        0..MODES.len(),
+    );
+    let result = runner(CASES).run(&strategy, |(fixture, edits, validate, mode)| {
+        let mut review: Value = serde_json::from_str(FIXTURES[fixture]).unwrap();
+        mutate(&mut review, &edits);
+        let endpoint = if validate {
+            Endpoint::Validate
+        } else {
+            Endpoint::Mutate
+        };
+        check(
+            &webhooks[mode],
+            endpoint,
+            review.to_string().as_bytes(),
+            Some(&review),
+            &tally,
+        )
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // About half the cases go to /mutate, most of them readable; a quarter
+    // are enforce-mode validations of fixtures built to be denied.
+    let (patched, denied) = (tally.patched.get(), tally.denied.get());
+    assert!(
+        patched >= CASES as usize / 8,
+        "only {patched} of {CASES} cases produced a patch"
+    );
+    assert!(
+        denied >= CASES as usize / 32,
+        "only {denied} of {CASES} cases were denied"
+    );
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_reviews(fixture in 0..FIXTURES.len(), edits in prop::collection::vec((any::<prop::sample::Index>(), edit()), 1..6), validate in any::<bool>()) {
-        let webhook = webhook();
-        let mut review: Value = serde_json::from_str(FIXTURES[fixture]).unwrap();
-        mutate(&mut review, &edits);
-        let endpoint = if validate { Endpoint::Validate } else { Endpoint::Mutate };
-        check(&webhook, endpoint, review.to_string().as_bytes(), Some(&review))?;
-    }
-
-    #[test]
-    fn damaged_bytes(fixture in 0..FIXTURES.len(), cut in any::<prop::sample::Index>(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
-        let webhook = webhook();
+    fn damaged_bytes(fixture in 0..FIXTURES.len(), cut in any::<prop::sample::Index>(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), mode in 0..MODES.len()) {
+        let webhook = webhook(MODES[mode]);
         let mut bytes = FIXTURES[fixture].as_bytes().to_vec();
         for (at, b) in flips {
             let i = at.index(bytes.len());
