@@ -561,3 +561,37 @@ fn a_forged_controller_reference_is_marked_like_any_controller_made_object() {
         "true"
     );
 }
+
+#[test]
+fn other_subresources_and_operations_are_let_through() {
+    let h = harness(KEY_ROTATION);
+    // Denied as a plain create: the subPath finding is certain.
+    assert!(!ask(&h, Endpoint::Validate, DEPLOYMENT).allowed());
+    for (sub, op) in [
+        (Some("status"), "UPDATE"),
+        (Some("scale"), "UPDATE"),
+        (None, "DELETE"),
+        (None, "CONNECT"),
+    ] {
+        let body = edit(DEPLOYMENT, |v| {
+            v["request"]["operation"] = json!(op);
+            if let Some(sub) = sub {
+                v["request"]["subResource"] = json!(sub);
+            }
+        });
+        let a = ask(&h, Endpoint::Validate, &body);
+        assert!(a.allowed(), "{sub:?} {op}: {}", a.message());
+        assert_eq!(a.decision, "allowed", "{sub:?} {op}");
+        assert!(a.warnings().is_empty(), "{sub:?} {op}");
+        assert!(
+            ask(&h, Endpoint::Mutate, &body).patch().is_none(),
+            "{sub:?} {op}"
+        );
+    }
+    // Ephemeral containers are judged: a new finding there is denied.
+    let debug = edit(DEPLOYMENT, |v| {
+        v["request"]["operation"] = json!("UPDATE");
+        v["request"]["subResource"] = json!("ephemeralcontainers");
+    });
+    assert!(!ask(&h, Endpoint::Validate, &debug).allowed());
+}
