@@ -266,4 +266,160 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+
+    /// Flags (not positional arguments, not clap's help and version) of every
+    /// subcommand, as `(subcommand, --flag, env)`.
+    fn flags() -> Vec<(String, String, Option<String>)> {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        // Built, so that clap's generated arguments are there to be skipped
+        // rather than missed.
+        cli.build();
+        let mut out = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || id == "help" || id == "version" {
+                    continue;
+                }
+                let flag = match arg.get_long() {
+                    Some(long) => format!("--{long}"),
+                    None => format!("-{}", arg.get_short().unwrap_or('?')),
+                };
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                out.push((sub.get_name().to_owned(), flag, env));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_flag_reads_an_environment_variable() {
+        let flags = flags();
+        let serve: Vec<&str> = flags
+            .iter()
+            .filter(|(sub, ..)| sub == "serve")
+            .map(|(_, flag, _)| flag.as_str())
+            .collect();
+        // The walk must see both subcommands' flags, or it proves nothing.
+        assert!(serve.contains(&"--listen") && serve.contains(&"--kubeconfig"));
+        assert!(
+            flags
+                .iter()
+                .any(|(sub, f, _)| sub == "check" && f == "--output")
+        );
+
+        let without_env: Vec<String> = flags
+            .iter()
+            .filter(|(.., env)| env.is_none())
+            .map(|(sub, flag, _)| format!("{sub} {flag}"))
+            .collect();
+        assert!(
+            without_env.is_empty(),
+            "flags without an environment variable: {without_env:?}"
+        );
+
+        let misnamed: Vec<String> = flags
+            .iter()
+            .filter_map(|(sub, flag, env)| {
+                let env = env.as_deref()?;
+                let ok = if sub == "serve" && flag == "--kubeconfig" {
+                    env == "KUBECONFIG"
+                } else {
+                    env.starts_with("ISSUER_GUARD_")
+                };
+                (!ok).then(|| format!("{sub} {flag} reads {env}"))
+            })
+            .collect();
+        assert!(
+            misnamed.is_empty(),
+            "environment variables outside ISSUER_GUARD_ (only serve --kubeconfig reads KUBECONFIG): {misnamed:?}"
+        );
+    }
+
+    #[test]
+    fn readme_serve_table_names_every_flag_and_its_variable() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## `serve`\n")
+            .nth(1)
+            .expect("README has a `serve` section");
+        let section = section.split("\n#").next().unwrap_or(section);
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let ticked = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let (names, envs) = (ticked(cells[1]), ticked(cells[2]));
+            assert_eq!(names.len(), envs.len(), "README row {row:?}");
+            documented.extend(names.into_iter().zip(envs));
+        }
+        let mut actual: Vec<(String, String)> = flags()
+            .into_iter()
+            .filter(|(sub, ..)| sub == "serve")
+            .map(|(_, flag, env)| (flag, env.unwrap_or_default()))
+            .collect();
+        documented.sort();
+        actual.sort();
+        assert!(
+            documented.len() >= 10,
+            "README table not found: {documented:?}"
+        );
+        assert_eq!(documented, actual, "README `serve` table vs the flags");
+    }
+
+    #[test]
+    fn listeners_default_to_loopback_outside_a_cluster_and_all_addresses_in_one() {
+        use clap::CommandFactory;
+        let in_cluster = std::env::var_os(IN_CLUSTER_ENV).is_some_and(|v| !v.is_empty());
+        let ip = if in_cluster {
+            [0, 0, 0, 0]
+        } else {
+            [127, 0, 0, 1]
+        };
+        let expected = |port| SocketAddr::from((ip, port));
+
+        // The default clap holds, whatever the environment overrides.
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for (id, port) in [("listen", 8443), ("health_listen", 8080)] {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("serve has no {id}"));
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                defaults,
+                [expected(port).to_string()],
+                "default of {id} with {IN_CLUSTER_ENV} {}",
+                if in_cluster { "set" } else { "unset" }
+            );
+        }
+
+        // And what parsing gives when no variable overrides it.
+        let cli = Cli::try_parse_from(["issuer-guard", "serve", "--no-cluster"]).expect("parses");
+        #[allow(irrefutable_let_patterns)]
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        for (var, got, port) in [
+            ("ISSUER_GUARD_LISTEN", args.listen, 8443),
+            ("ISSUER_GUARD_HEALTH_LISTEN", args.health_listen, 8080),
+        ] {
+            match std::env::var(var) {
+                Ok(set) => assert_eq!(Ok(got), set.parse(), "{var} overrides the default"),
+                Err(_) => assert_eq!(got, expected(port), "{var} unset"),
+            }
+        }
+        assert_ne!(args.listen, args.health_listen);
+    }
 }

@@ -1,12 +1,20 @@
 //! `issuer-guard check` as a user runs it: files, directories, stdin, exit codes.
 
 use std::{
+    collections::BTreeSet,
     io::Write,
     path::Path,
     process::{Command, Output, Stdio},
+    sync::Arc,
 };
 
-use serde_json::Value;
+use arc_swap::ArcSwap;
+use issuer_guard::{
+    admission::{Endpoint, Reply, Webhook},
+    config::Config,
+    rules::LegacySecrets,
+};
+use serde_json::{Value, json};
 
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/manifests");
 
@@ -16,7 +24,10 @@ fn check(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_issuer-guard"))
         .arg("check")
         .args(args)
+        // The flags' variables would change what the tests read.
         .env_remove("ISSUER_GUARD_CONFIG")
+        .env_remove("ISSUER_GUARD_OUTPUT")
+        .env_remove("ISSUER_GUARD_NAMESPACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -141,4 +152,554 @@ fn unusable_input_exits_2_naming_file_and_document() {
     let out = check(&["--config", &config, &fixture("irsa-pod.yaml")], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("`mode`"));
+}
+
+/// A bare Pod whose projected token is mounted alone with `subPath`: under
+/// any declared rotation, `token-subpath` is certain and denied.
+const SUBPATH_POD: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - {name: kube-api-access-abcde, mountPath: /token, subPath: token}
+  volumes:
+  - name: kube-api-access-abcde
+    projected:
+      sources:
+      - serviceAccountToken: {expirationSeconds: 3607, path: token}
+";
+
+const PLAIN_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME}\nspec: {containers: [{name: c, image: busybox}]}\n";
+
+fn pod(template: &str, name: &str) -> String {
+    template.replace("NAME", name)
+}
+
+fn stdout_json(out: &Output) -> Vec<Value> {
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .as_array()
+        .expect("a JSON array")
+        .clone()
+}
+
+fn names(objects: &[Value]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn rules_of(object: &Value) -> Vec<&str> {
+    object["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn directories_are_read_recursively() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), KEY_ROTATION);
+    let manifests = dir.path().join("manifests");
+    let deep = manifests.join("team/apps/base");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(manifests.join("top.yaml"), pod(PLAIN_POD, "top")).unwrap();
+    std::fs::write(deep.join("deep.yaml"), pod(SUBPATH_POD, "deep")).unwrap();
+
+    let out = check(
+        &[
+            "--config",
+            &config,
+            "-o",
+            "json",
+            manifests.to_str().unwrap(),
+        ],
+        None,
+    );
+    // Only the nested Pod has a finding that is denied.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = stdout_json(&out);
+    assert_eq!(
+        names(&objects),
+        BTreeSet::from(["deep".into(), "top".into()])
+    );
+    let deep = objects.iter().find(|o| o["name"] == "deep").unwrap();
+    assert_eq!(rules_of(deep), ["token-subpath"]);
+    assert_eq!(deep["findings"][0]["action"], "deny");
+}
+
+#[test]
+fn directories_yield_only_yaml_yml_and_json_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), KEY_ROTATION);
+    let manifests = dir.path().join("manifests");
+    let nested = manifests.join("nested");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(manifests.join("a.yaml"), pod(PLAIN_POD, "a")).unwrap();
+    std::fs::write(nested.join("b.yml"), pod(PLAIN_POD, "b")).unwrap();
+    std::fs::write(
+        manifests.join("c.json"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    // Unusable input (exit 2) or a denied Pod (exit 1) if any of these were read.
+    std::fs::write(manifests.join("notes.txt"), "kind: [broken\n\u{1}garbage").unwrap();
+    let denied_txt = manifests.join("denied.txt");
+    std::fs::write(&denied_txt, pod(SUBPATH_POD, "from-txt")).unwrap();
+    std::fs::write(manifests.join("Makefile"), pod(SUBPATH_POD, "no-extension")).unwrap();
+    std::fs::write(nested.join("old.yaml.bak"), pod(SUBPATH_POD, "backup")).unwrap();
+
+    let out = check(
+        &[
+            "--config",
+            &config,
+            "-o",
+            "json",
+            manifests.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        names(&stdout_json(&out)),
+        BTreeSet::from(["a".into(), "b".into(), "c".into()])
+    );
+
+    // The filter is for directories: a file named on the command line is
+    // read whatever its extension.
+    let out = check(
+        &[
+            "--config",
+            &config,
+            "-o",
+            "json",
+            denied_txt.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        names(&stdout_json(&out)),
+        BTreeSet::from(["from-txt".into()])
+    );
+}
+
+#[test]
+fn objects_without_a_namespace_are_in_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), KEY_ROTATION);
+    // Neither the Secret nor the Pod that reads it names a namespace: both
+    // are in `default`, so the Secret is found and the env read is denied.
+    let input = "apiVersion: v1
+kind: Secret
+type: kubernetes.io/service-account-token
+metadata: {name: bot-token}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: TOKEN
+      valueFrom: {secretKeyRef: {name: bot-token, key: token}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: placed, namespace: prod}
+spec:
+  selector: {matchLabels: {app: placed}}
+  template:
+    metadata: {labels: {app: placed}}
+    spec: {containers: [{name: c, image: busybox}]}
+";
+    let out = check(&["--config", &config, "-o", "json", "-"], Some(input));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = stdout_json(&out);
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let reader = objects.iter().find(|o| o["name"] == "reader").unwrap();
+    assert_eq!(reader["namespace"], "default");
+    assert_eq!(rules_of(reader), ["legacy-token-env"]);
+    assert_eq!(reader["findings"][0]["action"], "deny");
+    let placed = objects.iter().find(|o| o["name"] == "placed").unwrap();
+    assert_eq!(
+        placed["namespace"], "prod",
+        "a namespace the object names is kept"
+    );
+}
+
+/// Both a key and an issuer retiring, in enforce mode.
+const ROTATION_ENFORCED: &str = r#"
+generation: {static: {number: 2, issuer: "https://new.example", keyId: kid-b}}
+rotation: {retiringIssuers: ["https://old.example"], retiringKeyIds: [kid-a]}
+mode: enforce
+"#;
+
+const NAMESPACE: &str = "apps";
+
+/// One object for the agreement test, with what the README says it gets.
+struct Case {
+    object: Value,
+    /// `(rule, action)` the README's rule table and modes lead to.
+    expected: &'static [(&'static str, &'static str)],
+}
+
+fn containers_with(extra: Value) -> Value {
+    let mut c = json!({"name": "app", "image": "registry.example.com/app:1"});
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    json!([c])
+}
+
+fn pod_object(name: &str, metadata: Value, spec: Value) -> Value {
+    let mut meta = json!({"name": name, "namespace": NAMESPACE});
+    meta.as_object_mut()
+        .unwrap()
+        .extend(metadata.as_object().unwrap().clone());
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+}
+
+fn workload(api_version: &str, kind: &str, name: &str, template_meta: Value, spec: Value) -> Value {
+    let mut tmeta = json!({"labels": {"app": name}});
+    tmeta
+        .as_object_mut()
+        .unwrap()
+        .extend(template_meta.as_object().unwrap().clone());
+    let template = json!({"metadata": tmeta, "spec": spec});
+    let spec = if kind == "Job" {
+        json!({"template": template})
+    } else {
+        json!({"selector": {"matchLabels": {"app": name}}, "template": template})
+    };
+    json!({"apiVersion": api_version, "kind": kind,
+           "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
+}
+
+fn subpath_spec() -> Value {
+    json!({
+        "containers": containers_with(json!({"volumeMounts": [
+            {"name": "kube-api-access-x1y2z", "mountPath": "/token", "subPath": "token"}
+        ]})),
+        "volumes": [{"name": "kube-api-access-x1y2z", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+        ]}}]
+    })
+}
+
+fn audience_spec(audience: &str) -> Value {
+    json!({
+        "containers": containers_with(json!({"volumeMounts": [
+            {"name": "aud-token", "mountPath": "/var/run/aud"}
+        ]})),
+        "volumes": [{"name": "aud-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": audience, "expirationSeconds": 3600, "path": "token"}}
+        ]}}]
+    })
+}
+
+fn env_token_spec() -> Value {
+    json!({"containers": containers_with(json!({"env": [
+        {"name": "KUBE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "bot-token", "key": "token"}}}
+    ]}))})
+}
+
+fn cases() -> Vec<Case> {
+    let plain = json!({"containers": containers_with(json!({}))});
+    vec![
+        Case {
+            object: pod_object("subpath-token", json!({}), subpath_spec()),
+            expected: &[("token-subpath", "deny")],
+        },
+        Case {
+            object: workload(
+                "apps/v1",
+                "Deployment",
+                "old-issuer-audience",
+                json!({}),
+                audience_spec("https://old.example"),
+            ),
+            expected: &[("audience-retiring-issuer", "deny")],
+        },
+        Case {
+            object: pod_object("irsa", json!({}), audience_spec("sts.amazonaws.com")),
+            expected: &[("federated-audience-untrusted", "deny")],
+        },
+        Case {
+            object: workload(
+                "apps/v1",
+                "Deployment",
+                "istio-audience",
+                json!({}),
+                audience_spec("istio-ca"),
+            ),
+            expected: &[],
+        },
+        Case {
+            object: pod_object("plain", json!({}), plain.clone()),
+            expected: &[],
+        },
+        Case {
+            object: workload(
+                "apps/v1",
+                "Deployment",
+                "env-token",
+                json!({}),
+                env_token_spec(),
+            ),
+            expected: &[("legacy-token-env", "deny")],
+        },
+        Case {
+            object: workload(
+                "batch/v1",
+                "Job",
+                "env-from-token",
+                json!({}),
+                json!({"restartPolicy": "Never", "containers": containers_with(json!({
+                    "envFrom": [{"secretRef": {"name": "bot-token"}}]
+                }))}),
+            ),
+            expected: &[("legacy-token-env", "deny")],
+        },
+        Case {
+            object: pod_object(
+                "legacy-volume",
+                json!({}),
+                json!({
+                    "containers": containers_with(json!({"volumeMounts": [
+                        {"name": "bot", "mountPath": "/var/run/bot"}
+                    ]})),
+                    "volumes": [{"name": "bot", "secret": {"secretName": "bot-token"}}]
+                }),
+            ),
+            // A hazard: labelled, not denied.
+            expected: &[("legacy-token-volume", "label")],
+        },
+        Case {
+            object: pod_object(
+                "opted-out",
+                json!({"annotations": {"issuer-guard.io/ignore": "token-subpath"}}),
+                subpath_spec(),
+            ),
+            expected: &[],
+        },
+        Case {
+            object: workload(
+                "apps/v1",
+                "Deployment",
+                "opted-out-template",
+                json!({"annotations": {"issuer-guard.io/ignore": "legacy-token-env"}}),
+                env_token_spec(),
+            ),
+            expected: &[],
+        },
+        Case {
+            object: pod_object(
+                "made-by-replicaset",
+                json!({"ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9f",
+                    "uid": "0d3c1f7e-0000-4000-8000-000000000001", "controller": true
+                }]}),
+                subpath_spec(),
+            ),
+            // What a controller makes is marked, never denied.
+            expected: &[("token-subpath", "label")],
+        },
+    ]
+}
+
+fn resource_of(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "Pod" => ("", "pods"),
+        "Deployment" => ("apps", "deployments"),
+        "Job" => ("batch", "jobs"),
+        other => panic!("no resource for {other}"),
+    }
+}
+
+/// What one path decided about one object.
+#[derive(Debug, PartialEq, Eq)]
+struct Decision {
+    denied: bool,
+    findings: BTreeSet<(String, String)>,
+    /// Rules that mark the object at risk (label or deny).
+    at_risk: BTreeSet<String>,
+}
+
+fn webhook_decision(webhook: &Webhook, uid: &str, object: &Value) -> Decision {
+    let kind = object["kind"].as_str().unwrap();
+    let (group, resource) = resource_of(kind);
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "requestKind": {"group": group, "version": "v1", "kind": kind},
+            "namespace": NAMESPACE,
+            "name": object["metadata"]["name"],
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+        }
+    });
+    let reviewed = webhook.review(Endpoint::Validate, review.to_string().as_bytes());
+    let Reply::Review(bytes) = reviewed.reply else {
+        panic!("{uid}: unusable review: {:?}", reviewed.reply);
+    };
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    let response = &answer["response"];
+    assert_eq!(response["uid"], uid);
+    let allowed = response["allowed"].as_bool().expect("allowed");
+    let at_risk = response["auditAnnotations"]["risks"]
+        .as_str()
+        .map(|r| r.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    Decision {
+        denied: !allowed,
+        findings: reviewed
+            .findings
+            .iter()
+            .map(|(rule, action)| (rule.as_str().to_owned(), action.as_str().to_owned()))
+            .collect(),
+        at_risk,
+    }
+}
+
+fn check_decision(object: &Value) -> Decision {
+    let findings: BTreeSet<(String, String)> = object["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_owned(),
+                f["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    Decision {
+        denied: findings.iter().any(|(_, action)| action == "deny"),
+        at_risk: findings
+            .iter()
+            .filter(|(_, action)| action == "deny" || action == "label")
+            .map(|(rule, _)| rule.clone())
+            .collect(),
+        findings,
+    }
+}
+
+#[test]
+fn check_and_the_webhook_decide_alike() {
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "bot-token", "namespace": NAMESPACE,
+                     "annotations": {"kubernetes.io/service-account.name": "bot"}}
+    });
+    let cases = cases();
+
+    // check: every object and the Secret in one file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), ROTATION_ENFORCED);
+    let input = dir.path().join("objects.json");
+    let mut documents = vec![secret];
+    documents.extend(cases.iter().map(|c| c.object.clone()));
+    std::fs::write(&input, Value::Array(documents).to_string()).unwrap();
+    let out = check(
+        &["--config", &config, "-o", "json", input.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some objects are denied; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let judged = stdout_json(&out);
+    assert_eq!(
+        judged.len(),
+        cases.len(),
+        "the Secret is not judged: {judged:#?}"
+    );
+
+    // The webhook, in-process, knowing the same Secret.
+    let mut secrets = LegacySecrets::default();
+    secrets.insert(NAMESPACE, "bot-token");
+    let webhook = Webhook::new(
+        Arc::new(ArcSwap::from_pointee(
+            Config::parse(ROTATION_ENFORCED).unwrap(),
+        )),
+        Arc::new(secrets),
+    );
+
+    let (mut denied, mut allowed) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        let kind = case.object["kind"].as_str().unwrap();
+        let name = case.object["metadata"]["name"].as_str().unwrap();
+        let label = format!("{kind}/{name}");
+        let from_check = judged
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .unwrap_or_else(|| panic!("check did not judge {label}"));
+        assert_eq!(from_check["namespace"], NAMESPACE, "{label}");
+        let from_check = check_decision(from_check);
+        let from_webhook = webhook_decision(&webhook, &format!("uid-{i}"), &case.object);
+        assert_eq!(from_check, from_webhook, "{label}: check vs webhook");
+
+        // The row exercises what it is there for.
+        let expected: BTreeSet<(String, String)> = case
+            .expected
+            .iter()
+            .map(|&(r, a)| (r.to_owned(), a.to_owned()))
+            .collect();
+        assert_eq!(from_webhook.findings, expected, "{label}");
+        if from_webhook.denied {
+            denied += 1;
+        } else {
+            allowed += 1;
+        }
+    }
+    assert!(
+        denied >= 1 && allowed >= 1,
+        "{denied} denied, {allowed} allowed"
+    );
 }
