@@ -8,7 +8,7 @@ use std::{hint::black_box, sync::Arc};
 use arc_swap::ArcSwap;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use issuer_guard::{
-    admission::{Endpoint, Webhook, review::ReviewIn},
+    admission::{Endpoint, Reply, Webhook, review::ReviewIn},
     config::Config,
     object::ObjectView,
     rules::LegacySecrets,
@@ -48,6 +48,28 @@ fn admission(c: &mut Criterion) {
         )),
         Arc::new(secrets),
     );
+    // What is measured must be the real answer: deployment-denied is denied
+    // on /validate, nothing else is, and every new Pod gets a patch.
+    for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+        for (name, body) in FIXTURES {
+            let reviewed = webhook.review(endpoint, body.as_bytes());
+            let Reply::Review(json) = &reviewed.reply else {
+                panic!("{name} on {endpoint:?}: no review answered");
+            };
+            let denied = name == "deployment-denied" && endpoint == Endpoint::Validate;
+            assert_eq!(
+                reviewed.decision == "denied",
+                denied,
+                "{name} on {endpoint:?}: {}",
+                reviewed.decision
+            );
+            assert_ne!(reviewed.decision, "error", "{name} on {endpoint:?}");
+            if endpoint == Endpoint::Mutate && name.starts_with("pod") {
+                let answer: serde_json::Value = serde_json::from_slice(json).expect("JSON");
+                assert!(answer["response"]["patch"].is_string(), "{name}: no patch");
+            }
+        }
+    }
     for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
         let mut group = c.benchmark_group(endpoint.as_str());
         for (name, body) in FIXTURES {
