@@ -28,6 +28,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "config file has no YAML document (it is empty or only comments); write `{{}}` for the defaults, or remove --config to run on the embedded default"
+    )]
+    Empty,
     #[error("config is not UTF-8 text: {0}")]
     NotUtf8(std::str::Utf8Error),
     #[error("config is not valid YAML: {0}")]
@@ -77,18 +81,36 @@ impl Config {
         Ok(Loaded { config, bytes })
     }
 
+    /// Parses the content of a configuration file. A file with no YAML
+    /// document is an error, not the default: it is what a truncated write or
+    /// a broken edit leaves behind, and taking it as "no rotation declared"
+    /// would silently stop enforcing one. `{}` asks for the defaults.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::parse(std::str::from_utf8(bytes).map_err(ConfigError::NotUtf8)?)
+        let text = std::str::from_utf8(bytes).map_err(ConfigError::NotUtf8)?;
+        Self::from_value(Self::yaml(text)?.ok_or(ConfigError::Empty)?)
     }
 
+    /// Parses configuration text. Text with no YAML content (nothing, or only
+    /// comments) is the embedded default here; a *file* like that is an
+    /// error, see [`Config::from_bytes`].
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::from_value(Self::yaml(text)?.unwrap_or_default())
+    }
+
+    /// The YAML document as JSON, `None` when the text holds no document
+    /// (empty, whitespace, comments, or an explicit null).
+    fn yaml(text: &str) -> Result<Option<serde_json::Value>, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
         // YAML goes through a JSON value first so that serde_path_to_error can
         // name the exact field of a type error or an unknown key.
-        let value: serde_json::Value = if text.trim().is_empty() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            crate::yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?
-        };
+        let value: serde_json::Value =
+            crate::yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        Ok((!value.is_null()).then_some(value))
+    }
+
+    fn from_value(value: serde_json::Value) -> Result<Self, ConfigError> {
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             v => v,

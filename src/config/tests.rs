@@ -137,3 +137,23 @@ fn load_names_a_missing_file() {
     let e = Config::load(Path::new("/nonexistent/issuer-guard.yaml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/issuer-guard.yaml"));
 }
+
+#[test]
+fn a_file_without_a_document_is_an_error_not_the_default() {
+    for text in [
+        "",
+        "   \n\t\n",
+        "# rotation: {retiringKeyIds: [a]}\n# all commented out\n",
+        "---\n",
+        "~\n",
+    ] {
+        let e = Config::from_bytes(text.as_bytes()).unwrap_err();
+        assert!(matches!(e, ConfigError::Empty), "{text:?}: {e}");
+        assert!(e.to_string().contains("`{}`"), "{e}");
+    }
+    // An explicit empty mapping asks for the defaults.
+    assert_eq!(
+        Config::from_bytes(b"{}\n").unwrap(),
+        Config::embedded_default()
+    );
+}
