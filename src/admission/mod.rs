@@ -28,6 +28,10 @@ use review::{API_VERSION, KIND, RawReview, RequestIn, ReviewIn, salvage_uid};
 /// how many at-risk objects controllers keep making.
 pub const CONTROLLER_AT_RISK: &str = "controller-at-risk";
 
+/// The most of an error message, and so of the input it quotes, that an
+/// answer or a log line carries.
+pub const MAX_ECHO_CHARS: usize = 300;
+
 /// The name of the validating webhook's match condition.
 pub const MATCH_CONDITION_NAME: &str = "not-controller-made";
 
@@ -140,7 +144,10 @@ impl Webhook {
                 Err(e) => unusable(o.kind, &AdmissionError::Encode(e)),
             },
             Err(e) => {
-                tracing::warn!(webhook = endpoint.as_str(), error = %e, "unusable admission review");
+                // serde's messages quote the offending input, which an
+                // attacker controls: a 2 MB string would be echoed whole.
+                let why = rules::truncate_chars(e.to_string(), MAX_ECHO_CHARS);
+                tracing::warn!(webhook = endpoint.as_str(), error = %why, "unusable admission review");
                 match salvage_uid(body) {
                     Some(uid) => {
                         let response = Response::refuse(
@@ -148,7 +155,7 @@ impl Webhook {
                             Status {
                                 code: 400,
                                 reason: "BadRequest",
-                                message: e.to_string(),
+                                message: why,
                             },
                         );
                         match response.encode() {
@@ -280,7 +287,7 @@ fn unusable(kind: &'static str, e: &AdmissionError) -> Reviewed {
         kind,
         decision: "error",
         findings: Vec::new(),
-        reply: Reply::Unusable(e.to_string()),
+        reply: Reply::Unusable(rules::truncate_chars(e.to_string(), MAX_ECHO_CHARS)),
     }
 }
 

@@ -595,3 +595,25 @@ fn other_subresources_and_operations_are_let_through() {
     });
     assert!(!ask(&h, Endpoint::Validate, &debug).allowed());
 }
+
+#[test]
+fn errors_quote_a_bounded_part_of_the_input() {
+    let h = harness(KEY_ROTATION);
+    let huge = "x".repeat(2 << 20);
+    // A string where the object belongs: serde quotes it in its message.
+    let body = edit(SMALL_POD, |v| v["request"]["object"] = json!(huge));
+    let a = ask(&h, Endpoint::Validate, &body);
+    assert_eq!(a.status, 200);
+    assert!(!a.allowed());
+    let message = a.message();
+    assert!(message.contains("request.object"), "{}", &message[..100]);
+    assert!(
+        message.chars().count() <= MAX_ECHO_CHARS,
+        "{} chars",
+        message.len()
+    );
+    // With no uid to answer under, the HTTP error is bounded too.
+    let a = ask(&h, Endpoint::Validate, &format!("{{\"kind\": \"{huge}\""));
+    assert_eq!(a.status, 400);
+    assert!(a.review["error"].as_str().unwrap().chars().count() <= MAX_ECHO_CHARS);
+}

@@ -6,6 +6,11 @@ use std::fmt::Write;
 use super::{Action, Decided, IGNORE_ANNOTATION, Verdict};
 use crate::rules::{MAX_WARNING_CHARS, RuleId, truncate_chars};
 
+/// Finding warnings in one response; more are summed up in one line.
+pub const MAX_FINDING_WARNINGS: usize = 20;
+/// Denied findings spelled out in a denial; the rest are counted.
+pub const MAX_DENIED_LISTED: usize = 10;
+
 impl Verdict {
     pub fn denied(&self) -> impl Iterator<Item = &Decided> {
         self.decided.iter().filter(|d| d.action == Action::Deny)
@@ -52,12 +57,23 @@ impl Verdict {
         if self.made_by.is_some() {
             return Vec::new();
         }
-        let mut out: Vec<String> = self
-            .decided
-            .iter()
-            .filter(|d| matches!(d.action, Action::Warn | Action::Label))
+        let warned = || {
+            self.decided
+                .iter()
+                .filter(|d| matches!(d.action, Action::Warn | Action::Label))
+        };
+        // The API server cuts long warning lists on its own; a bounded list
+        // with a count says more than a silently cut one.
+        let mut out: Vec<String> = warned()
+            .take(MAX_FINDING_WARNINGS)
             .map(|d| d.finding.warning())
             .collect();
+        let more = warned().count().saturating_sub(MAX_FINDING_WARNINGS);
+        if more > 0 {
+            out.push(format!(
+                "issuer-guard: {more} more finding(s); issuer-guard.io/risks lists their rules, `issuer-guard check` shows all"
+            ));
+        }
         if !self.opted_out.is_empty() {
             let mut line = format!("issuer-guard: {IGNORE_ANNOTATION} opts out of");
             for (i, (rule, hidden)) in self.opted_out.iter().enumerate() {
@@ -85,7 +101,7 @@ impl Verdict {
             "issuer-guard denied {kind} \"{name}\": {} finding(s) certain to break its service-account tokens under the declared rotation.",
             denied.len()
         );
-        for (i, d) in denied.iter().enumerate() {
+        for (i, d) in denied.iter().take(MAX_DENIED_LISTED).enumerate() {
             let _ = write!(
                 msg,
                 " ({}) [{}] {}",
@@ -94,11 +110,65 @@ impl Verdict {
                 d.finding.describe()
             );
         }
+        if denied.len() > MAX_DENIED_LISTED {
+            let _ = write!(
+                msg,
+                " ... and {} more (`issuer-guard check` lists them all).",
+                denied.len() - MAX_DENIED_LISTED
+            );
+        }
         let _ = write!(
             msg,
             " To accept the risk, list the rule in annotation {IGNORE_ANNOTATION} on the {}.",
             if kind == "Pod" { "pod" } else { "pod template" }
         );
         msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Finding;
+
+    fn decided(n: usize, action: Action) -> Verdict {
+        Verdict {
+            decided: (0..n)
+                .map(|i| Decided {
+                    finding: Finding {
+                        rule: RuleId::TokenSubpath,
+                        certain: true,
+                        path: format!("spec.containers[{i}].volumeMounts[0]"),
+                        subject: format!("container \"c{i}\""),
+                        detail: "d".into(),
+                        message: "m".into(),
+                        short: "s",
+                    },
+                    action,
+                    relaxed: None,
+                })
+                .collect(),
+            ..Verdict::default()
+        }
+    }
+
+    #[test]
+    fn warnings_are_bounded_and_summed_up() {
+        let v = decided(25_000, Action::Label);
+        let w = v.warnings();
+        assert_eq!(w.len(), MAX_FINDING_WARNINGS + 1);
+        assert!(w.last().unwrap().contains("24980 more finding(s)"), "{w:?}");
+        assert_eq!(v.risks_value().as_deref(), Some("token-subpath"));
+        let few = decided(3, Action::Warn).warnings();
+        assert_eq!(few.len(), 3, "{few:?}");
+    }
+
+    #[test]
+    fn denials_list_a_bounded_number_of_findings() {
+        let msg = decided(25_000, Action::Deny).deny_message("Pod", "p");
+        assert!(msg.contains("25000 finding(s)"), "{}", &msg[..200]);
+        assert!(msg.contains("(10) [token-subpath]") && !msg.contains("(11)"));
+        assert!(msg.contains("and 24990 more"));
+        assert!(msg.len() < 4096, "{} bytes", msg.len());
     }
 }
