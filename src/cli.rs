@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 
 use crate::{check, cluster, logging, server};
 
+/// 2 × 3 MiB (object and oldObject at the API server's default request
+/// limit) + 1 MiB for the review's envelope.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
 /// Set by the kubelet in every pod; its presence means we run in a cluster.
 pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
 
@@ -22,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhook over HTTPS, with health and metrics on plain HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Judge manifests offline with the webhook's rules. Exits 1 when a
     /// finding would be denied, 2 on unusable input.
     Check(CheckArgs),
@@ -109,6 +113,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
+    /// PEM bundle of CAs whose client certificates are required on the
+    /// webhook port (mutual TLS); reloaded when its content changes. The API
+    /// server presents one when its admission configuration says so.
+    #[arg(long, env = "ISSUER_GUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+
     /// Where a development CA and serving certificate are kept when neither
     /// --tls-cert nor --tls-key is given.
     #[arg(long, env = "ISSUER_GUARD_DEV_CERT_DIR", default_value = "certs")]
@@ -126,6 +136,19 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// After SIGTERM, how long to keep serving while unready, so that the
+    /// Service's endpoints drop this pod before the listener closes and the
+    /// drain starts. A second signal cuts it short. [default: 5s in a
+    /// cluster, 0s outside]
+    #[arg(long, env = "ISSUER_GUARD_SHUTDOWN_DELAY", value_parser = parse_duration, hide_default_value = true,
+          default_value = if ServeArgs::in_cluster() { "5s" } else { "0s" })]
+    pub shutdown_delay: Duration,
+
+    /// Warn, in the log and the issuer_guard_tls_cert_expiring metric, when
+    /// the served certificate expires within this (e.g. 168h is 7 days).
+    #[arg(long, env = "ISSUER_GUARD_CERT_EXPIRY_WARNING", default_value = "168h", value_parser = parse_duration)]
+    pub cert_expiry_warning: Duration,
+
     /// How often the certificate and config files are re-read (e.g. 2s, 200ms).
     #[arg(long, env = "ISSUER_GUARD_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     pub reload_interval: Duration,
@@ -134,8 +157,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
     pub request_timeout: Duration,
 
-    /// Largest request body accepted; larger ones get HTTP 413.
-    #[arg(long, env = "ISSUER_GUARD_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    /// Largest request body accepted; larger ones get HTTP 413. The default
+    /// holds the largest review the API server sends with its default 3 MiB
+    /// request limit: an UPDATE carries the object and the old object, each
+    /// up to 3 MiB, plus the envelope.
+    #[arg(long, env = "ISSUER_GUARD_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Kubeconfig file(s) for the Secret watch, separated like $PATH. Without
@@ -168,10 +194,13 @@ impl ServeArgs {
             health_listen: self.health_listen,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            client_ca: self.client_ca,
             dev_cert_dir: self.dev_cert_dir,
             config: self.config,
             shutdown_grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
             reload_interval: self.reload_interval,
+            cert_expiry_warning: self.cert_expiry_warning,
             request_timeout: self.request_timeout,
             max_body_bytes: self.max_body_bytes,
             cluster,
@@ -191,7 +220,7 @@ fn in_cluster_or_local(port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
 }
 
-/// A duration as `<n>ms`, `<n>s`, `<n>m`, or a bare number of seconds.
+/// A duration as `<n>ms`, `<n>s`, `<n>m`, `<n>h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -208,7 +237,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .checked_mul(60)
             .map(Duration::from_secs)
             .ok_or_else(|| format!("{s:?} is too long")),
-        _ => Err(format!("{s:?} has unknown unit {unit:?}; use ms, s or m")),
+        "h" => n
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long")),
+        _ => Err(format!(
+            "{s:?} has unknown unit {unit:?}; use ms, s, m or h"
+        )),
     }
 }
 
@@ -232,7 +267,8 @@ mod tests {
         assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("2d").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_interval("0ms").is_err());
     }
@@ -257,7 +293,7 @@ mod tests {
         assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
         assert_eq!(args.reload_interval, Duration::from_millis(50));
         assert_eq!(args.shutdown_grace, Duration::from_secs(25));
-        assert_eq!(args.max_body_bytes, 3 * 1024 * 1024);
+        assert_eq!(args.max_body_bytes, 7 * 1024 * 1024);
         assert!(args.no_cluster);
     }
 

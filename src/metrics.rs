@@ -42,7 +42,10 @@ pub struct Metrics {
     pub findings: Family<FindingLabels, Counter>,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub client_ca_reloads: Family<ResultLabels, Counter>,
     pub legacy_token_secrets: Gauge,
+    pub tls_cert_not_after: Gauge,
+    pub tls_cert_expiring: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -60,7 +63,25 @@ impl Metrics {
         let findings = Family::<FindingLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
+        let client_ca_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "client_ca_reloads",
+            "Client CA bundle (--client-ca) reloads from disk, by result",
+            client_ca_reloads.clone(),
+        );
         let legacy_token_secrets = Gauge::default();
+        let tls_cert_not_after = Gauge::default();
+        let tls_cert_expiring = Gauge::default();
+        registry.register(
+            "tls_cert_not_after_timestamp_seconds",
+            "When the served certificate expires, in Unix seconds",
+            tls_cert_not_after.clone(),
+        );
+        registry.register(
+            "tls_cert_expiring",
+            "1 while the served certificate expires within --cert-expiry-warning",
+            tls_cert_expiring.clone(),
+        );
         registry.register(
             "admission_requests",
             "Admission reviews answered, by webhook, object kind and decision",
@@ -98,7 +119,10 @@ impl Metrics {
             findings,
             tls_reloads,
             config_reloads,
+            client_ca_reloads,
             legacy_token_secrets,
+            tls_cert_not_after,
+            tls_cert_expiring,
         }
     }
 

@@ -966,3 +966,400 @@ async fn an_unreachable_api_server_keeps_it_unready_but_answering() {
         server.log()
     );
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_gets_413_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &["--max-body-bytes", "65536"]);
+    let mut stream = support::serve::tls_connect(server.webhook, &server.ca).await;
+    // Declares 100 MB and sends none of it: the answer must not wait for the
+    // body, nor for the 10 s request deadline.
+    stream
+        .write_all(support::serve::request_head("/validate", 100_000_000).as_bytes())
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let started = Instant::now();
+    let (status, answer) = tokio::time::timeout(WAIT, support::serve::read_response(&mut stream))
+        .await
+        .expect("answered");
+    assert_eq!(status, 413);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("65536")),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_unready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::dev(dir.path(), &["--shutdown-delay", "3s"]);
+    let plain = support::serve::plain_client();
+    let signalled = Instant::now();
+    server.signal("TERM");
+    // Unready at once...
+    poll_until("/readyz to turn 503", WAIT, || async {
+        let resp = plain.get(server.health_url("/readyz")).send().await.ok()?;
+        (resp.status() == 503).then_some(())
+    })
+    .await;
+    // ...while a new connection still gets its review answered (once the
+    // delay is over the listener is closed, and this would be refused).
+    let fresh = support::serve::client(&server.ca, true);
+    let resp = fresh
+        .post(server.url("/validate"))
+        .json(&review("uid-during-delay", plain_pod()))
+        .send()
+        .await
+        .expect("the listener is still open during the delay");
+    assert_eq!(resp.status(), 200);
+    let exit = server.wait_exit(WAIT).await;
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        server.log().contains("serving through the shutdown delay"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Idle connections to the unauthenticated health port must not use up the
+/// process's file descriptors: held beyond the limit, the webhook port still
+/// serves, and the health port recovers once the idle ones are cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_health_connections_cannot_starve_the_webhook() {
+    // This process holds 1,100 sockets too.
+    raise_own_open_files_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let server = Server::start_with_open_files(
+        &["--dev-cert-dir".into(), certs.display().to_string()],
+        certs.join("ca.crt"),
+        1024,
+    );
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        match tokio::net::TcpStream::connect(server.health).await {
+            Ok(s) => held.push(s),
+            // The kernel's accept queue may refuse the last few while the
+            // server closes over-cap ones; that is not the point here.
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    assert!(held.len() >= 1000, "only {} connections made", held.len());
+    // The webhook answers on a fresh connection while they are held.
+    let fresh = support::serve::client(&server.ca, true);
+    let resp = fresh
+        .post(server.url("/validate"))
+        .json(&review("uid-under-siege", plain_pod()))
+        .send()
+        .await
+        .expect("the webhook port still serves");
+    assert_eq!(resp.status(), 200);
+    // The server closed the idle ones: within the header timeout each held
+    // connection reads end-of-stream.
+    let mut closed = 0;
+    for s in held.iter_mut().take(50) {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "idle health connections were not closed");
+    drop(held);
+    let plain = support::serve::plain_client();
+    poll_until("/healthz to answer again", WAIT, || async {
+        let resp = plain.get(server.health_url("/healthz")).send().await.ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+}
+
+fn raise_own_open_files_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let cur = want.min(limit.rlim_max).max(limit.rlim_cur);
+        limit.rlim_cur = cur;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= 1200,
+        "the test needs 1,200 descriptors: {}",
+        limit.rlim_cur
+    );
+}
+
+/// A self-signed pair for `names`, valid from `from` to `to` seconds
+/// relative to now.
+fn pair_valid(into: &Path, names: &[&str], from: i64, to: i64) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap();
+    // rcgen's own date type, built from its epoch helper and std durations.
+    let now = rcgen::date_time_ymd(1970, 1, 1)
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+    let at = |offset: i64| {
+        let d = Duration::from_secs(offset.unsigned_abs());
+        if offset < 0 { now - d } else { now + d }
+    };
+    params.not_before = at(from);
+    params.not_after = at(to);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::create_dir_all(into).unwrap();
+    std::fs::write(into.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(into.join("tls.key"), key.serialize_pem()).unwrap();
+}
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_cannot_serve_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretDir {
+        root: dir.path().join("tls"),
+    };
+    let names = ["localhost", "127.0.0.1"];
+    pair_valid(&secret.generation("..good"), &names, -HOUR, 30 * DAY);
+    pair_valid(&secret.generation("..expired"), &names, -10 * DAY, -DAY);
+    pair_valid(&secret.generation("..future"), &names, DAY, 30 * DAY);
+    pair_valid(
+        &secret.generation("..renamed"),
+        &["other.example"],
+        -HOUR,
+        30 * DAY,
+    );
+    pair_valid(&secret.generation("..short"), &names, -HOUR, HOUR);
+
+    // Start-up refuses an expired pair, saying so.
+    let cert = secret.root.join("current/tls.crt");
+    let key = secret.root.join("current/tls.key");
+    let tls_args = vec![
+        "--tls-cert".to_owned(),
+        cert.display().to_string(),
+        "--tls-key".to_owned(),
+        key.display().to_string(),
+    ];
+    secret.point_at("..expired");
+    let out = std::process::Command::new(support::issuer_guard_bin())
+        .args([
+            "serve",
+            "--no-cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ])
+        .args(&tls_args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expired") && err.contains("renew"), "{err}");
+
+    secret.point_at("..good");
+    let server = Server::start(&tls_args, dir.path().join("unused-ca.crt"));
+    let m = server.metrics().await;
+    let good_until = sample(&m, "issuer_guard_tls_cert_not_after_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (good_until - now - (30 * DAY) as f64).abs() < 120.0,
+        "{good_until}"
+    );
+    assert_eq!(
+        sample(&m, "issuer_guard_tls_cert_expiring"),
+        Some(0.0),
+        "{m}"
+    );
+
+    // Each of these is refused on reload, and the good pair keeps serving.
+    for (n, (generation, why)) in [
+        ("..expired", "expired"),
+        ("..future", "not valid until"),
+        ("..renamed", "does not cover"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        secret.point_at(generation);
+        poll_until(&format!("{generation} refused"), WAIT, || async {
+            let m = server.metrics().await;
+            (sample(&m, r#"issuer_guard_tls_reloads_total{result="error"}"#)? >= (n + 1) as f64)
+                .then_some(())
+        })
+        .await;
+        assert!(server.log().contains(why), "{why}: {}", server.log());
+        let m = server.metrics().await;
+        assert_eq!(
+            sample(&m, "issuer_guard_tls_cert_not_after_timestamp_seconds"),
+            Some(good_until)
+        );
+    }
+
+    // A pair that expires within the warning window is served, and flagged.
+    secret.point_at("..short");
+    let m = poll_until("the short-lived pair served", WAIT, || async {
+        let m = server.metrics().await;
+        (sample(&m, r#"issuer_guard_tls_reloads_total{result="success"}"#)? >= 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(&m, "issuer_guard_tls_cert_expiring"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(sample(&m, "issuer_guard_tls_cert_not_after_timestamp_seconds").unwrap() < good_until);
+}
+
+/// A CA, and a client certificate it signs, as PEM files in `dir`.
+fn client_ca(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} client CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join(format!("{name}-ca.crt")),
+        dir.join(format!("{name}-client.crt")),
+        dir.join(format!("{name}-client.key")),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// The HTTP status of one review over a new TLS connection that presents
+/// `identity` (certificate and key files), or `None` if the server refused
+/// the connection.
+async fn status_with_identity(server: &Server, identity: Option<(&Path, &Path)>) -> Option<u16> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&server.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(server.webhook).await.ok()?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .ok()?;
+    let body = serde_json::to_vec(&review("uid-mtls", plain_pod())).unwrap();
+    tls.write_all(support::serve::request_head("/validate", body.len()).as_bytes())
+        .await
+        .ok()?;
+    tls.write_all(&body).await.ok()?;
+    tls.flush().await.ok()?;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ca_requires_client_certificates_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_a, cert_a, key_a) = client_ca(dir.path(), "a");
+    let (ca_b, cert_b, key_b) = client_ca(dir.path(), "b");
+    let bundle = dir.path().join("client-ca.pem");
+    std::fs::copy(&ca_a, &bundle).unwrap();
+    let server = Server::dev(dir.path(), &["--client-ca", bundle.to_str().unwrap()]);
+
+    assert_eq!(
+        status_with_identity(&server, None).await,
+        None,
+        "no certificate"
+    );
+    assert_eq!(
+        status_with_identity(&server, Some((&cert_b, &key_b))).await,
+        None,
+        "a certificate of another CA"
+    );
+    assert_eq!(
+        status_with_identity(&server, Some((&cert_a, &key_a))).await,
+        Some(200)
+    );
+
+    // A broken bundle is refused and A's clients keep getting in.
+    replace_file(&bundle, "not a certificate\n");
+    poll_until("the broken bundle refused", WAIT, || async {
+        let m = server.metrics().await;
+        (sample(
+            &m,
+            r#"issuer_guard_client_ca_reloads_total{result="error"}"#,
+        )? >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_with_identity(&server, Some((&cert_a, &key_a))).await,
+        Some(200)
+    );
+
+    // Rotated to B: B's clients get in, A's no longer do.
+    std::fs::copy(&ca_b, dir.path().join("next.pem")).unwrap();
+    std::fs::rename(dir.path().join("next.pem"), &bundle).unwrap();
+    poll_until("B's clients accepted", WAIT, || async {
+        (status_with_identity(&server, Some((&cert_b, &key_b))).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_with_identity(&server, Some((&cert_a, &key_a))).await,
+        None
+    );
+}

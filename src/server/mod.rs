@@ -3,10 +3,12 @@
 //! files as they change, and drains on SIGTERM.
 
 mod accept;
+mod client_auth;
 #[cfg(not(feature = "test-support"))]
 mod devcert;
 #[cfg(feature = "test-support")]
 pub mod devcert;
+mod health;
 mod readiness;
 mod routes;
 mod settings;
@@ -27,6 +29,7 @@ use crate::{
     cluster::{self, ClusterError, LegacyTokenCache},
     config::{self, Config, ConfigError},
     metrics::Metrics,
+    reload,
 };
 use accept::{Drained, Limits};
 use readiness::Readiness;
@@ -75,16 +78,47 @@ pub async fn run_with_routes(
     handlers: impl FnOnce(Reviews) -> Router,
 ) -> Result<(), ServerError> {
     let signals = Signals::install().map_err(ServerError::Signals)?;
+    match health::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
     let metrics = Arc::new(Metrics::new());
     let provider = tls::provider();
 
     let pair = pair_files(&args)?;
-    let (initial, pair_seen) = pair.load(&provider)?;
-    let cert = Arc::new(ReloadingCert::new(initial));
+    let loaded = pair.load(&provider)?;
+    metrics.tls_cert_not_after.set(loaded.facts.not_after);
+    let cert = Arc::new(ReloadingCert::new(loaded.key.clone()));
+    let client_auth = match &args.client_ca {
+        Some(path) => {
+            let pem = reload::read_all(std::slice::from_ref(path))
+                .map_err(TlsError::from)?
+                .pop()
+                .unwrap_or_default();
+            let initial = client_auth::verifier(path, &pem, &provider)?;
+            let verifier = Arc::new(client_auth::ReloadingClientVerifier::new(initial));
+            tracing::info!(client_ca = %path.display(), "clients must present a certificate signed by the client CA");
+            Some((path.clone(), pem, verifier))
+        }
+        None => None,
+    };
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(
         provider.clone(),
         cert.clone(),
+        client_auth
+            .as_ref()
+            .map(|(_, _, v)| Arc::clone(v) as Arc<dyn rustls::server::danger::ClientCertVerifier>),
     )?));
+    let _client_ca_watch = client_auth.map(|(path, pem, verifier)| {
+        client_auth::watch(
+            path,
+            pem,
+            args.reload_interval,
+            provider.clone(),
+            verifier,
+            metrics.clone(),
+        )
+    });
 
     let (config, config_seen) = match &args.config {
         Some(path) => {
@@ -111,12 +145,14 @@ pub async fn run_with_routes(
     let webhook_addr = local_addr(&listener, args.listen);
     let health_addr = local_addr(&health_listener, args.health_listen);
 
+    let _expiry_watch = tls::watch_expiry(metrics.clone(), args.cert_expiry_warning);
     let _cert_watch = pair.watch(
-        pair_seen,
+        &loaded,
         args.reload_interval,
         provider,
         cert,
         metrics.clone(),
+        args.cert_expiry_warning,
     );
     let _config_watch = config_seen.map(|(path, seen)| {
         config::watch(
@@ -129,11 +165,7 @@ pub async fn run_with_routes(
     });
 
     let health_app = routes::health(readiness.clone(), metrics.clone());
-    let health = tokio::spawn(async move {
-        if let Err(error) = axum::serve(health_listener, health_app).await {
-            tracing::error!(%error, "health listener failed");
-        }
-    });
+    let health = tokio::spawn(health::serve(health_listener, health_app));
 
     tracing::info!(webhook = %webhook_addr, health = %health_addr, "listening");
     let reviews = Reviews {
@@ -145,12 +177,28 @@ pub async fn run_with_routes(
         handshake_timeout: args.request_timeout,
         grace: args.shutdown_grace,
     };
+    let delay = args.shutdown_delay;
     let stop = async {
         let mut signals = signals;
         let signal = signals.recv().await;
         // Unready first, so that the Service stops sending new reviews here
-        // while the ones already sent are answered.
+        // while the ones already sent are answered. The API server keeps
+        // sending to this pod until its endpoint is gone, so the listener
+        // stays open for the delay.
         readiness.shutting_down();
+        if !delay.is_zero() {
+            tracing::info!(
+                signal,
+                ?delay,
+                "unready; serving through the shutdown delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                again = signals.recv() => {
+                    tracing::info!(signal = again, "second signal; cutting the shutdown delay short");
+                }
+            }
+        }
         tracing::info!(signal, "shutting down");
     };
     match accept::serve(listener, acceptor, app, limits, stop).await {

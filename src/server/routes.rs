@@ -39,6 +39,28 @@ pub fn webhooks(handlers: Router, max_body_bytes: usize, deadline: Duration) -> 
     handlers
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            declared_length,
+        ))
+}
+
+/// Refuses a body whose declared length is over the limit before reading
+/// any of it: otherwise the request would wait for a body that is never
+/// read in full, and get 504 at the deadline instead of 413 at once.
+async fn declared_length(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a body of {n} bytes is over the limit of {max} bytes (--max-body-bytes)"),
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 async fn mutate(State(r): State<Reviews>, body: Result<Bytes, BytesRejection>) -> Response {

@@ -12,12 +12,18 @@ pub struct Settings {
     /// The serving pair; both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM bundle (mutual TLS).
+    pub client_ca: Option<PathBuf>,
     /// Where a development pair is kept when no pair is given.
     pub dev_cert_dir: PathBuf,
     /// The configuration file; the embedded default without one.
     pub config: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    /// After a signal: unready but still serving, before the drain.
+    pub shutdown_delay: Duration,
     pub reload_interval: Duration,
+    /// Warn (log and metric) when the served certificate expires within this.
+    pub cert_expiry_warning: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     /// The API server to watch Secrets on; none runs without a cluster.

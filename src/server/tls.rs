@@ -47,6 +47,28 @@ pub enum TlsError {
         key: PathBuf,
         source: rustls::Error,
     },
+    #[error("{path}: cannot read the certificate: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("{path}: the certificate is not valid until {not_before} (Unix seconds); now is {now}")]
+    NotYetValid {
+        path: PathBuf,
+        not_before: i64,
+        now: i64,
+    },
+    #[error(
+        "{path}: the certificate expired at {not_after} (Unix seconds); now is {now}: renew it"
+    )]
+    Expired {
+        path: PathBuf,
+        not_after: i64,
+        now: i64,
+    },
+    #[error(
+        "{path}: the new certificate does not cover {missing:?}, which the one in use does; clients that use those names would fail (restart to serve other names)"
+    )]
+    NamesDropped { path: PathBuf, missing: Vec<String> },
+    #[error("{path}: not a usable client CA bundle: {message}")]
+    ClientCa { path: PathBuf, message: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(rustls::Error),
     #[error("development certificates in {dir}: {message}")]
@@ -89,6 +111,101 @@ pub fn certified_key(
     })
 }
 
+/// What issuer-guard checks of a serving certificate: when it is valid and
+/// the names it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    pub not_before: i64,
+    pub not_after: i64,
+    /// DNS names and IP addresses of the subject alternative names.
+    pub names: Vec<String>,
+}
+
+impl CertFacts {
+    pub fn of(path: &Path, key: &CertifiedKey) -> Result<CertFacts, TlsError> {
+        let unreadable = |message: String| TlsError::Unreadable {
+            path: path.to_owned(),
+            message,
+        };
+        let leaf = key
+            .cert
+            .first()
+            .ok_or_else(|| unreadable("empty chain".into()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(leaf).map_err(|e| unreadable(e.to_string()))?;
+        let validity = cert.validity();
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                        names.push(match ip.len() {
+                            4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
+                            16 => <[u8; 16]>::try_from(*ip)
+                                .map(|b| std::net::Ipv6Addr::from(b).to_string())
+                                .unwrap_or_default(),
+                            _ => continue,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(CertFacts {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            names,
+        })
+    }
+
+    /// Refuses a certificate that cannot serve now: not yet valid, or
+    /// expired. Loading one would fail every handshake, and with a
+    /// fail-closed registration every admission.
+    pub fn check_valid(&self, path: &Path, now: i64) -> Result<(), TlsError> {
+        if now < self.not_before {
+            return Err(TlsError::NotYetValid {
+                path: path.to_owned(),
+                not_before: self.not_before,
+                now,
+            });
+        }
+        if now >= self.not_after {
+            return Err(TlsError::Expired {
+                path: path.to_owned(),
+                not_after: self.not_after,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a replacement that drops a name the served certificate covers.
+    pub fn check_covers(&self, path: &Path, serving: &CertFacts) -> Result<(), TlsError> {
+        let missing: Vec<String> = serving
+            .names
+            .iter()
+            .filter(|n| !self.names.contains(n))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(TlsError::NamesDropped {
+                path: path.to_owned(),
+                missing,
+            })
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Hands every handshake the pair current at that moment.
 #[derive(Debug)]
 pub struct ReloadingCert {
@@ -115,15 +232,20 @@ impl ResolvesServerCert for ReloadingCert {
 
 /// TLS 1.2 and 1.3 with ring. Only HTTP/1.1 is offered: kube-apiserver
 /// talks HTTP/1.1 to webhooks, and one protocol keeps draining simple.
+/// With `client_auth`, clients must present a certificate it accepts.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     cert: Arc<ReloadingCert>,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .map_err(TlsError::Config)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -135,15 +257,19 @@ pub struct PairFiles {
 }
 
 impl PairFiles {
-    /// Reads and parses the pair; returns it with the bytes read, which seed
-    /// the watcher so that it reloads only what changes after this read.
-    pub fn load(
-        &self,
-        provider: &CryptoProvider,
-    ) -> Result<(CertifiedKey, Vec<Vec<u8>>), TlsError> {
+    /// Reads, parses and checks the pair; returns it with what was checked
+    /// and the bytes read, which seed the watcher so that it reloads only
+    /// what changes after this read.
+    pub fn load(&self, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
         let contents = reload::read_all(&[self.cert.clone(), self.key.clone()])?;
         let key = self.parse(&contents, provider)?;
-        Ok((key, contents))
+        let facts = CertFacts::of(&self.cert, &key)?;
+        facts.check_valid(&self.cert, unix_now())?;
+        Ok(Loaded {
+            key,
+            facts,
+            contents,
+        })
     }
 
     fn parse(
@@ -159,25 +285,39 @@ impl PairFiles {
         }
     }
 
-    /// Swaps in the pair whenever the files change; a bad pair is logged and
-    /// counted, and the previous pair keeps serving.
+    /// Swaps in the pair whenever the files change. A pair that does not
+    /// parse, does not match, is not valid now, or drops a name the served
+    /// one covers is logged and counted, and the previous pair keeps serving.
     pub fn watch(
         self,
-        seen: Vec<Vec<u8>>,
+        loaded: &Loaded,
         interval: Duration,
         provider: Arc<CryptoProvider>,
         cert: Arc<ReloadingCert>,
         metrics: Arc<Metrics>,
+        expiry_warning: Duration,
     ) -> JoinHandle<()> {
         let paths = vec![self.cert.clone(), self.key.clone()];
-        reload::spawn(paths, seen, interval, move |read| {
-            let loaded = read
+        let mut serving = loaded.facts.clone();
+        reload::spawn(paths, loaded.contents.clone(), interval, move |read| {
+            let checked = read
                 .map_err(TlsError::from)
-                .and_then(|contents| self.parse(&contents, &provider));
-            let result = match loaded {
-                Ok(next) => {
+                .and_then(|contents| self.parse(&contents, &provider))
+                .and_then(|key| {
+                    let facts = CertFacts::of(&self.cert, &key)?;
+                    facts.check_valid(&self.cert, unix_now())?;
+                    facts.check_covers(&self.cert, &serving)?;
+                    Ok((key, facts))
+                });
+            let result = match checked {
+                Ok((next, facts)) => {
                     cert.replace(next);
-                    tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
+                    metrics.tls_cert_not_after.set(facts.not_after);
+                    metrics
+                        .tls_cert_expiring
+                        .set(i64::from(expires_within(facts.not_after, expiry_warning)));
+                    tracing::info!(cert = %self.cert.display(), not_after = facts.not_after, "serving certificate reloaded");
+                    serving = facts;
                     "success"
                 }
                 Err(error) => {
@@ -191,6 +331,44 @@ impl PairFiles {
                 .inc();
         })
     }
+}
+
+/// A pair as loaded at start-up.
+pub struct Loaded {
+    pub key: CertifiedKey,
+    pub facts: CertFacts,
+    pub contents: Vec<Vec<u8>>,
+}
+
+/// Whether a certificate with this notAfter expires within `window`.
+pub fn expires_within(not_after: i64, window: Duration) -> bool {
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    not_after.saturating_sub(unix_now()) < window
+}
+
+/// Watches the served certificate's expiry: sets the expiring gauge while it
+/// is within `window` of its notAfter, and says so in the log once an hour.
+pub fn watch_expiry(metrics: Arc<Metrics>, window: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_warned: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let not_after = metrics.tls_cert_not_after.get();
+            let left = not_after.saturating_sub(unix_now());
+            let expiring = expires_within(not_after, window);
+            metrics.tls_cert_expiring.set(i64::from(expiring));
+            let due = last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+            if expiring && due {
+                tracing::warn!(
+                    not_after,
+                    seconds_left = left,
+                    "the serving certificate expires soon; renew it"
+                );
+                last_warned = Some(tokio::time::Instant::now());
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -246,7 +424,7 @@ mod tests {
     fn builds_a_config_offering_http1_only() {
         let (cert, key) = pair();
         let resolver = Arc::new(ReloadingCert::new(load(&cert, &key).expect("pair")));
-        let config = server_config(provider(), resolver).expect("config");
+        let config = server_config(provider(), resolver, None).expect("config");
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

@@ -27,11 +27,14 @@ const SCRUBBED_ENV: &[&str] = &[
     "ISSUER_GUARD_HEALTH_LISTEN",
     "ISSUER_GUARD_TLS_CERT",
     "ISSUER_GUARD_TLS_KEY",
+    "ISSUER_GUARD_CLIENT_CA",
     "ISSUER_GUARD_DEV_CERT_DIR",
     "ISSUER_GUARD_CONFIG",
     "ISSUER_GUARD_LOG_FORMAT",
     "ISSUER_GUARD_SHUTDOWN_GRACE",
+    "ISSUER_GUARD_SHUTDOWN_DELAY",
     "ISSUER_GUARD_RELOAD_INTERVAL",
+    "ISSUER_GUARD_CERT_EXPIRY_WARNING",
     "ISSUER_GUARD_REQUEST_TIMEOUT",
     "ISSUER_GUARD_MAX_BODY_BYTES",
     "ISSUER_GUARD_NO_CLUSTER",
@@ -76,7 +79,42 @@ impl Server {
         ca: PathBuf,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Server {
+        Server::launch(args, ca, env, None)
+    }
+
+    /// [`Server::start`] with both limits on open files set to `nofile`, as
+    /// a container runtime might set them.
+    pub fn start_with_open_files(args: &[String], ca: PathBuf, nofile: u64) -> Server {
+        let mut all = vec!["--no-cluster".to_owned()];
+        all.extend_from_slice(args);
+        Server::launch(&all, ca, &[], Some(nofile))
+    }
+
+    fn launch(
+        args: &[String],
+        ca: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+        nofile: Option<u64>,
+    ) -> Server {
         let mut cmd = Command::new(super::issuer_guard_bin());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and reads only the
+            // struct on this stack.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.args([
             "serve",
             "--listen",
