@@ -44,6 +44,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub client_ca_reloads: Family<ResultLabels, Counter>,
     pub legacy_token_secrets: Gauge,
+    pub secret_watch_failing_seconds: Gauge,
     pub tls_cert_not_after: Gauge,
     pub tls_cert_expiring: Gauge,
 }
@@ -71,6 +72,12 @@ impl Metrics {
         );
         let legacy_token_secrets = Gauge::default();
         let tls_cert_not_after = Gauge::default();
+        let secret_watch_failing_seconds = Gauge::default();
+        registry.register(
+            "secret_watch_failing_seconds",
+            "How long the Secret watch has been failing; 0 while it is in sync",
+            secret_watch_failing_seconds.clone(),
+        );
         let tls_cert_expiring = Gauge::default();
         registry.register(
             "tls_cert_not_after_timestamp_seconds",
@@ -121,6 +128,7 @@ impl Metrics {
             config_reloads,
             client_ca_reloads,
             legacy_token_secrets,
+            secret_watch_failing_seconds,
             tls_cert_not_after,
             tls_cert_expiring,
         }

@@ -913,3 +913,48 @@ async fn serve_never_reads_the_home_kubeconfig() {
         Some(0.0)
     );
 }
+
+/// Three API server restarts in a row, as a control-plane roll does them:
+/// a legacy token Secret created after the last one is known to the webhook
+/// within 10 s, however the watch's retries went before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_cache_recovers_from_api_server_restarts() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let guard = IssuerGuard::start(&cp, &config(1, NEW, "", "enforce", "{}")).await;
+    for _ in 0..3 {
+        cp.restart_apiserver(ServiceAccountFlags::issuer(NEW)).await;
+    }
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(cp.client.clone(), NS);
+    accounts
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("an SA"),
+        )
+        .await
+        .expect("create a ServiceAccount");
+    Api::<Secret>::namespaced(cp.client.clone(), NS)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "late-token", "annotations": {"kubernetes.io/service-account.name": "late"}},
+                "type": "kubernetes.io/service-account-token",
+            }))
+            .expect("a Secret"),
+        )
+        .await
+        .expect("create a legacy token Secret");
+    let created = std::time::Instant::now();
+    let reader = pod("late-reader", json!([env_reader("late-token")]), json!([]));
+    eventually(
+        "issuer-guard to know late-token within 10 s of its creation",
+        Duration::from_secs(10),
+        || async {
+            let c = create::<Pod>(&cp.client, &reader, true).await;
+            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
+        },
+    )
+    .await;
+    eprintln!("late-token known after {:?}", created.elapsed());
+    drop(guard);
+}

@@ -965,6 +965,11 @@ async fn an_unreachable_api_server_keeps_it_unready_but_answering() {
         "{}",
         server.log()
     );
+    poll_until("the watch's failing time to show", WAIT, || async {
+        let m = server.metrics().await;
+        (sample(&m, "issuer_guard_secret_watch_failing_seconds")? >= 1.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The connection to the API server, used only to keep the legacy token
 //! Secret cache current. Reviews never call the API server.
 
+mod backoff;
 mod secrets;
 
 use std::{
@@ -19,6 +20,12 @@ use kube::{
 use tokio::task::JoinHandle;
 
 pub use secrets::LegacyTokenCache;
+
+use crate::metrics::Metrics;
+
+/// A watch that has failed for longer than this is logged at WARN: reviews
+/// are then judged against a cache that may miss new legacy token Secrets.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -74,21 +81,66 @@ pub async fn client(source: &Source) -> Result<Client, ClusterError> {
 
 /// Keeps `cache` current from a metadata-only watch of every Secret:
 /// metadata carries the annotation that marks a legacy token, and never the
-/// token itself. Errors are retried with backoff for the life of the process.
-pub fn watch_secrets(client: Client, cache: Arc<LegacyTokenCache>) -> JoinHandle<()> {
+/// token itself. Every error is retried, 410 Gone (a resumed watch after an
+/// API server restart; the watcher relists) and the 403s of an API server
+/// whose RBAC caches are still loading included, with a short capped
+/// backoff. How long the watch has been failing is a metric, and past
+/// [`STALE_AFTER`] a warning.
+pub fn watch_secrets(
+    client: Client,
+    cache: Arc<LegacyTokenCache>,
+    metrics: Arc<Metrics>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         // An Api over PartialObjectMeta makes metadata-only requests (what
         // the deprecated `metadata_watcher` did).
         let api = Api::<PartialObjectMeta<Secret>>::all(client);
-        let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let events = watcher::watcher(api, watcher::Config::default())
+            .backoff(backoff::CappedBackoff::default());
         let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => cache.apply(event),
-                Err(error) => {
-                    tracing::warn!(%error, "Secret watch failed; retrying");
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut warned = false;
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
+            match next {
+                // Quiet: nothing changed, nothing failed.
+                Err(_) => {}
+                Ok(None) => break,
+                Ok(Some(Ok(event))) => {
+                    // Init starts every relist attempt, even one that then
+                    // fails; only a finished list or a watched change shows
+                    // the cache is in sync again.
+                    let in_sync = matches!(
+                        event,
+                        watcher::Event::InitDone
+                            | watcher::Event::Apply(_)
+                            | watcher::Event::Delete(_)
+                    );
+                    if in_sync && failing_since.take().is_some() {
+                        tracing::info!("Secret watch recovered");
+                        warned = false;
+                    }
+                    cache.apply(event);
+                }
+                Ok(Some(Err(error))) => {
+                    // The first failure of a streak is worth a line; every
+                    // retry after it is not, until the streak is long.
+                    if failing_since.is_none() {
+                        tracing::info!(%error, "Secret watch failed; retrying");
+                    } else {
+                        tracing::debug!(%error, "Secret watch failed again; retrying");
+                    }
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if !warned && since.elapsed() >= STALE_AFTER {
+                        tracing::warn!(%error, failing_for = ?since.elapsed(), "Secret watch failing; new legacy token Secrets may be missed until it recovers");
+                        warned = true;
+                    }
                 }
             }
+            let stale = failing_since.map_or(0, |s| s.elapsed().as_secs());
+            metrics
+                .secret_watch_failing_seconds
+                .set(i64::try_from(stale).unwrap_or(i64::MAX));
         }
         tracing::error!("Secret watch ended; legacy token Secrets are no longer updated");
     })

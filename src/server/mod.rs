@@ -236,7 +236,7 @@ fn pair_files(args: &Settings) -> Result<PairFiles, TlsError> {
 
 async fn secret_cache(
     args: &Settings,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> Result<Arc<LegacyTokenCache>, ClusterError> {
     let gauge = metrics.legacy_token_secrets.clone();
     match &args.cluster {
@@ -248,7 +248,7 @@ async fn secret_cache(
             );
             let cache = Arc::new(LegacyTokenCache::new(gauge));
             // Runs for the life of the process; nothing waits for it.
-            let _watch = cluster::watch_secrets(client, cache.clone());
+            let _watch = cluster::watch_secrets(client, cache.clone(), Arc::clone(metrics));
             Ok(cache)
         }
         None => {
