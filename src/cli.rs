@@ -13,6 +13,11 @@ use crate::{check, cluster, logging, server};
 /// limit) + 1 MiB for the review's envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
+/// Two of the largest reviews at once. Judging a body takes about twice its
+/// size again, so with the process's own ~10 MiB a burst stays under a
+/// 64 MiB container limit (docs/memory.md).
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Set by the kubelet in every pod; its presence means we run in a cluster.
 pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
 
@@ -164,6 +169,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Bytes of request bodies being read and judged at once. Requests over
+    /// it wait for room, within their deadline, instead of growing the
+    /// process past its memory limit. At least --max-body-bytes.
+    #[arg(long, env = "ISSUER_GUARD_MAX_INFLIGHT_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
+
     /// Kubeconfig file(s) for the Secret watch, separated like $PATH. Without
     /// it, the in-cluster service account is used when in a cluster.
     #[arg(long, env = "KUBECONFIG")]
@@ -203,6 +214,7 @@ impl ServeArgs {
             cert_expiry_warning: self.cert_expiry_warning,
             request_timeout: self.request_timeout,
             max_body_bytes: self.max_body_bytes,
+            max_inflight_bytes: self.max_inflight_bytes,
             cluster,
         }
     }

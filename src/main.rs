@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            server::tune_allocator();
             logging::init(args.log_format.into());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

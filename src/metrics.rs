@@ -47,6 +47,7 @@ pub struct Metrics {
     pub secret_watch_failing_seconds: Gauge,
     pub tls_cert_not_after: Gauge,
     pub tls_cert_expiring: Gauge,
+    pub body_budget_waits: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -79,6 +80,12 @@ impl Metrics {
             secret_watch_failing_seconds.clone(),
         );
         let tls_cert_expiring = Gauge::default();
+        let body_budget_waits = Counter::default();
+        registry.register(
+            "body_budget_waits",
+            "Reviews that waited for room in --max-inflight-bytes before their body was read",
+            body_budget_waits.clone(),
+        );
         registry.register(
             "tls_cert_not_after_timestamp_seconds",
             "When the served certificate expires, in Unix seconds",
@@ -131,6 +138,7 @@ impl Metrics {
             secret_watch_failing_seconds,
             tls_cert_not_after,
             tls_cert_expiring,
+            body_budget_waits,
         }
     }
 

@@ -874,6 +874,18 @@ fn start_up_errors_exit_non_zero_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-rule"), "{err}");
+
+    let out = run(&[
+        "--max-body-bytes",
+        "2000000",
+        "--max-inflight-bytes",
+        "1000000",
+        "--dev-cert-dir",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-inflight-bytes (1000000)"), "{err}");
 }
 
 /// The patch bytes: Go's `[]byte` travels as a base64 string, and nothing
@@ -1367,4 +1379,114 @@ async fn client_ca_requires_client_certificates_and_reloads() {
         status_with_identity(&server, Some((&cert_a, &key_a))).await,
         None
     );
+}
+
+/// Resident memory of `pid` in KiB: `VmRSS` now, or `VmHWM`, its peak.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A Pod of about `bytes`: many containers, each with environment
+/// variables, as a generated manifest may carry; parsing it allocates for
+/// every value, unlike one long string.
+fn large_pod(bytes: usize) -> Value {
+    let one = container("c", &[]);
+    let env: Vec<Value> = (0..20)
+        .map(|i| json!({"name": format!("SETTING_{i}"), "value": "x".repeat(40)}))
+        .collect();
+    let mut containers = Vec::new();
+    let mut size = 0;
+    let mut i = 0;
+    while size < bytes {
+        let mut c = one.clone();
+        c["name"] = json!(format!("c{i}"));
+        c["env"] = json!(env);
+        size += c.to_string().len();
+        containers.push(c);
+        i += 1;
+    }
+    bare(pod(Value::Array(containers), &[]))
+}
+
+/// Sends `count` copies of `body` at once, half to each webhook, each on a
+/// connection of its own as the API server's many clients would, and
+/// requires every one to be answered and allowed.
+async fn burst(server: &Server, body: &Arc<String>, count: usize) {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let client = support::serve::client(&server.ca, true);
+            let url = server.url(if i % 2 == 0 { "/validate" } else { "/mutate" });
+            let body = body.clone();
+            tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.as_bytes().to_vec())
+                    .send()
+                    .await
+                    .expect("POST");
+                let status = resp.status().as_u16();
+                let answer: Value = resp.json().await.expect("JSON");
+                (status, answer)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(response(&answer)["allowed"], true, "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_large_reviews_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default limits, and a deadline that a loaded test machine cannot
+    // miss: waiting for the budget is what is tested, not speed.
+    let server = Server::dev(dir.path(), &["--request-timeout", "30s"]);
+    let idle = memory_kib(server.pid(), "VmRSS:");
+
+    // 64 reviews of 3 MiB, as the API server's own request limit allows,
+    // then 16 of nearly the 7 MiB body limit: none may be refused, and
+    // together they must not take the process past a 64 MiB memory limit.
+    let three = Arc::new(review("burst-3", large_pod(3 << 20)).to_string());
+    assert!(
+        three.len() > 3 << 20 && three.len() < 4 << 20,
+        "{}",
+        three.len()
+    );
+    burst(&server, &three, 64).await;
+    let seven = Arc::new(review("burst-7", large_pod(6_900_000)).to_string());
+    assert!(
+        seven.len() > 6_900_000 && seven.len() < cli_default_max_body(),
+        "{}",
+        seven.len()
+    );
+    burst(&server, &seven, 16).await;
+    let peak = memory_kib(server.pid(), "VmHWM:");
+    let waits = sample(
+        &server.metrics().await,
+        "issuer_guard_body_budget_waits_total",
+    );
+    eprintln!("bursts: idle {idle} KiB, peak {peak} KiB, {waits:?} waited for the budget");
+    // 64 × 3 MiB cannot fit in 16 MiB at once: some must have queued.
+    assert!(waits.is_some_and(|w| w > 0.0), "{waits:?}");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB is over 64 MiB");
+
+    // Within 10 s the memory of the bursts is given back.
+    let settled = poll_until("RSS back near idle", Duration::from_secs(10), || async {
+        let now = memory_kib(server.pid(), "VmRSS:");
+        (now < idle + 6 * 1024).then_some(now)
+    })
+    .await;
+    eprintln!("RSS after the bursts: {settled} KiB");
+}
+
+fn cli_default_max_body() -> usize {
+    issuer_guard::cli::DEFAULT_MAX_BODY_BYTES
 }

@@ -3,6 +3,8 @@
 //! files as they change, and drains on SIGTERM.
 
 mod accept;
+mod allocator;
+mod budget;
 mod client_auth;
 #[cfg(not(feature = "test-support"))]
 mod devcert;
@@ -22,6 +24,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use allocator::tune as tune_allocator;
 pub use settings::Settings;
 
 use crate::{
@@ -50,6 +53,10 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "--max-inflight-bytes ({budget}) is below --max-body-bytes ({max_body}): the largest review could never be read; raise it"
+    )]
+    Budget { budget: usize, max_body: usize },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -77,6 +84,12 @@ pub async fn run_with_routes(
     args: Settings,
     handlers: impl FnOnce(Reviews) -> Router,
 ) -> Result<(), ServerError> {
+    if args.max_inflight_bytes < args.max_body_bytes {
+        return Err(ServerError::Budget {
+            budget: args.max_inflight_bytes,
+            max_body: args.max_body_bytes,
+        });
+    }
     let signals = Signals::install().map_err(ServerError::Signals)?;
     match health::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
@@ -172,7 +185,18 @@ pub async fn run_with_routes(
         webhook,
         metrics: metrics.clone(),
     };
-    let app = routes::webhooks(handlers(reviews), args.max_body_bytes, args.request_timeout);
+    let budget = budget::Budget::new(
+        args.max_inflight_bytes,
+        args.max_body_bytes,
+        metrics.body_budget_waits.clone(),
+    );
+    let trim = budget.trim_after_bursts();
+    let app = routes::webhooks(
+        handlers(reviews),
+        args.max_body_bytes,
+        args.request_timeout,
+        budget,
+    );
     let limits = Limits {
         handshake_timeout: args.request_timeout,
         grace: args.shutdown_grace,
@@ -209,6 +233,7 @@ pub async fn run_with_routes(
         ),
     }
     health.abort();
+    trim.abort();
     Ok(())
 }
 

@@ -16,7 +16,11 @@ use axum::{
     routing::{get, post},
 };
 
-use super::{Reviews, readiness::Readiness};
+use super::{
+    Reviews,
+    budget::{self, Budget},
+    readiness::Readiness,
+};
 use crate::{
     admission::{Endpoint, Reply, Reviewed},
     metrics::{FindingLabels, Metrics, RequestLabels, WebhookLabels},
@@ -34,10 +38,19 @@ pub fn reviews(reviews: Reviews) -> Router {
         .with_state(reviews)
 }
 
-/// Wraps the webhook handlers in the body limit and the request deadline.
-pub fn webhooks(handlers: Router, max_body_bytes: usize, deadline: Duration) -> Router {
+/// Wraps the webhook handlers in the body limit, the memory budget and the
+/// request deadline.
+pub fn webhooks(
+    handlers: Router,
+    max_body_bytes: usize,
+    deadline: Duration,
+    budget: Budget,
+) -> Router {
+    // Outermost last: the declared length is checked first, then the
+    // deadline starts, and waiting for the memory budget counts against it.
     handlers
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(budget, budget::reserve))
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
         .layer(middleware::from_fn_with_state(
             max_body_bytes,

@@ -26,6 +26,8 @@ pub struct Settings {
     pub cert_expiry_warning: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Bytes of request bodies read at once; more wait for room.
+    pub max_inflight_bytes: usize,
     /// The API server to watch Secrets on; none runs without a cluster.
     pub cluster: Option<cluster::Source>,
 }
