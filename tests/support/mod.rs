@@ -14,6 +14,7 @@ pub mod controlplane;
 pub mod injector;
 pub mod pki;
 pub mod process;
+pub mod relay;
 pub mod serve;
 pub mod webhook;
 

@@ -218,7 +218,7 @@ fn probe_pod() -> Value {
 }
 
 /// Write then rename, so the reloader never reads a half-written file.
-fn write_atomically(path: &std::path::Path, text: &str) {
+pub fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write the config");
     std::fs::rename(&tmp, path).expect("replace the config");
@@ -237,7 +237,8 @@ fn workload_rules() -> Vec<Value> {
     ]
 }
 
-async fn register(client: &Client, port: u16, ca: &[u8], registration: Registration) {
+/// Registers both webhooks at `https://127.0.0.1:{port}`, trusting `ca`.
+pub async fn register(client: &Client, port: u16, ca: &[u8], registration: Registration) {
     let webhook = |name: &str, path: &str, rules: Vec<Value>| {
         json!({
             "name": name,
