@@ -1,5 +1,5 @@
 //! Where the control-plane binaries are: the KUBE_APISERVER,
-//! KUBE_CONTROLLER_MANAGER and ETCD environment variables when all are set,
+//! KUBE_CONTROLLER_MANAGER, ETCD and HELM environment variables when all are set,
 //! otherwise what scripts/build-control-plane prints (it builds once, then
 //! answers from its cache).
 
@@ -10,9 +10,10 @@ pub struct Binaries {
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
     pub etcd: PathBuf,
+    pub helm: PathBuf,
 }
 
-const VARS: [&str; 3] = ["KUBE_APISERVER", "KUBE_CONTROLLER_MANAGER", "ETCD"];
+const VARS: [&str; 4] = ["KUBE_APISERVER", "KUBE_CONTROLLER_MANAGER", "ETCD", "HELM"];
 
 /// The binaries, found once per test process. A failure fails every test
 /// that needs them, with the build script's own error output: an e2e test
@@ -34,11 +35,12 @@ fn find() -> Result<Binaries, String> {
                 .map(PathBuf::from)
         })
         .collect();
-    if let [Some(a), Some(c), Some(e)] = &from_env[..] {
+    if let [Some(a), Some(c), Some(e), Some(h)] = &from_env[..] {
         return Ok(Binaries {
             kube_apiserver: a.clone(),
             kube_controller_manager: c.clone(),
             etcd: e.clone(),
+            helm: h.clone(),
         });
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane");
@@ -72,5 +74,6 @@ fn find() -> Result<Binaries, String> {
         kube_apiserver: path(VARS[0])?,
         kube_controller_manager: path(VARS[1])?,
         etcd: path(VARS[2])?,
+        helm: path(VARS[3])?,
     })
 }

@@ -1,0 +1,190 @@
+{{/*
+The chart name, or nameOverride.
+*/}}
+{{- define "issuer-guard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name: fullnameOverride, or <release>-<name> (just <release> when it
+already contains the name). Truncated to 63 characters: it is a DNS label of
+the Service. Resources that add a suffix truncate further.
+*/}}
+{{- define "issuer-guard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "issuer-guard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every resource.
+*/}}
+{{- define "issuer-guard.labels" -}}
+helm.sh/chart: {{ include "issuer-guard.chart" . }}
+{{ include "issuer-guard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: admission-webhook
+{{- end }}
+
+{{/*
+Selector labels: immutable for the life of the Deployment.
+*/}}
+{{- define "issuer-guard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "issuer-guard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods run as.
+*/}}
+{{- define "issuer-guard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "issuer-guard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image reference: repository@digest when a digest is given, else
+repository:tag (tag defaults to the appVersion).
+*/}}
+{{- define "issuer-guard.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ConfigMap holding config.yaml.
+*/}}
+{{- define "issuer-guard.configMapName" -}}
+{{- printf "%s-config" (include "issuer-guard.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The Secret holding the serving certificate, per tls.mode:
+  helm:         <fullname>-tls (created by the chart)
+  cert-manager: <fullname>-cert-manager-tls (written by cert-manager)
+  secret:       tls.existingSecret
+The two generated names differ so that switching modes never has Helm and
+cert-manager fight over one Secret.
+*/}}
+{{- define "issuer-guard.tlsSecretName" -}}
+{{- $base := include "issuer-guard.fullname" . | trunc 40 | trimSuffix "-" }}
+{{- if eq .Values.tls.mode "helm" }}
+{{- printf "%s-tls" $base }}
+{{- else if eq .Values.tls.mode "cert-manager" }}
+{{- printf "%s-cert-manager-tls" $base }}
+{{- else }}
+{{- required "tls.existingSecret is required when tls.mode=secret: the name of a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace" .Values.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The cert-manager serving Certificate (also the inject-ca-from target).
+*/}}
+{{- define "issuer-guard.certificateName" -}}
+{{- printf "%s-serving" (include "issuer-guard.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+DNS names of the serving certificate, as a JSON list.
+*/}}
+{{- define "issuer-guard.dnsNames" -}}
+{{- $fullname := include "issuer-guard.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) (printf "%s.%s" $fullname $ns) $fullname }}
+{{- concat $names .Values.tls.extraDnsNames | uniq | toJson }}
+{{- end }}
+
+{{/*
+Namespaces neither webhook is called for, as a JSON list: always kube-system
+(a control-plane restart must never wait on a webhook) and the release
+namespace (the webhook's own pods must start while it is down), then
+webhook.excludeNamespaces.
+*/}}
+{{- define "issuer-guard.excludedNamespaces" -}}
+{{- concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+The configuration file, validated beyond what the JSON schema can say
+(cross-field rules of src/config/mod.rs), with kube-system and the release
+namespace added to exemptNamespaces.
+*/}}
+{{- define "issuer-guard.configFile" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- $static := dict }}
+{{- if and $cfg.generation (kindIs "map" $cfg.generation) }}
+{{- $static = $cfg.generation.static | default dict }}
+{{- end }}
+{{- $issuer := $static.issuer | default "https://kubernetes.default.svc.cluster.local" }}
+{{- $keyId := $static.keyId | default "" }}
+{{- $rotation := $cfg.rotation | default dict }}
+{{- range $i, $r := ($rotation.retiringIssuers | default list) }}
+{{- if eq $r $issuer }}
+{{- fail (printf "config.rotation.retiringIssuers[%d]: %q is the current issuer (config.generation.static.issuer); the current issuer cannot retire" $i $r) }}
+{{- end }}
+{{- end }}
+{{- if $keyId }}
+{{- range $i, $k := ($rotation.retiringKeyIds | default list) }}
+{{- if eq $k $keyId }}
+{{- fail (printf "config.rotation.retiringKeyIds[%d]: %q is the current signing key (config.generation.static.keyId); the current key cannot retire" $i $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $exempt := $cfg.exemptNamespaces | default list }}
+{{- $_ := set $cfg "exemptNamespaces" (concat $exempt (list "kube-system" .Release.Namespace) | uniq) }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+A webhook's clientConfig: the Service, or webhook.urlOverride (test only).
+Takes a dict: urlOverride, path, fullname, ns, caBundle (base64, may be
+empty: cert-manager's cainjector fills it).
+*/}}
+{{- define "issuer-guard.clientConfig" }}
+{{- if .urlOverride }}
+url: {{ printf "%s%s" .urlOverride .path | quote }}
+{{- else }}
+service:
+  name: {{ .fullname }}
+  namespace: {{ .ns }}
+  path: {{ .path }}
+  port: 443
+{{- end }}
+{{- if .caBundle }}
+caBundle: {{ .caBundle }}
+{{- end }}
+{{- end }}
+
+{{/*
+A hash of the names the serving certificate covers (helm and cert-manager
+modes). The binary hot-reloads a renewed certificate but refuses one that
+drops a name the served one covers, so when the names change the pods must
+restart: the Deployment's pod template carries this hash.
+*/}}
+{{- define "issuer-guard.tlsNamesHash" -}}
+{{- $fullname := include "issuer-guard.fullname" . }}
+{{- $cn := printf "%s.%s.svc" $fullname .Release.Namespace }}
+{{- $dnsNames := include "issuer-guard.dnsNames" . | fromJsonArray }}
+{{- sha256sum (toJson (dict "cn" $cn "dns" $dnsNames "ips" .Values.tls.extraIPs)) }}
+{{- end }}
