@@ -360,6 +360,11 @@ async fn admission_survives_webhook_rolls_cert_and_config_changes_and_apiserver_
             .collect::<Vec<_>>(),
     )
     .await;
+    // As a Service has endpoints only once its pods are ready.
+    let deadline = Deadline::new("both replicas behind the relay", Duration::from_secs(30));
+    while !(relay.is_ready(0) && relay.is_ready(1)) {
+        deadline.tick().await;
+    }
     register(
         &cp.client,
         relay.addr.port(),
