@@ -1015,6 +1015,30 @@ async fn a_declared_length_over_the_limit_gets_413_at_once() {
     );
 }
 
+#[tokio::test]
+async fn a_client_still_sending_a_body_a_little_over_the_limit_reads_the_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &["--max-body-bytes", "65536"]);
+    let mut stream = support::serve::tls_connect(server.webhook, &server.ca).await;
+    let length = 65_536 + 20_000;
+    stream
+        .write_all(support::serve::request_head("/validate", length).as_bytes())
+        .await
+        .unwrap();
+    // The body comes slowly, as over a busy network: a server that answers
+    // and closes at once resets the connection under the writes still to
+    // come, and the client never reads the 413.
+    for chunk in vec![b' '; length].chunks(8_500) {
+        stream.write_all(chunk).await.expect("the body is taken");
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = tokio::time::timeout(WAIT, support::serve::read_response(&mut stream))
+        .await
+        .expect("answered");
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delay_keeps_serving_while_unready() {
     let dir = tempfile::tempdir().unwrap();

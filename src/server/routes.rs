@@ -6,11 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt as _;
+
 use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -58,7 +60,14 @@ pub fn webhooks(
         ))
 }
 
-/// Refuses a body whose declared length is over the limit before reading
+/// Closing a connection with unread bytes in it makes the kernel reset it,
+/// and a client still writing its body then sees the reset, not the 413.
+/// So a body at most this much over the limit is read and thrown away
+/// first, for at most [`DRAIN_TIME`]; a far larger one is refused at once.
+const DRAIN_BYTES: u64 = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Refuses a body whose declared length is over the limit without keeping
 /// any of it: otherwise the request would wait for a body that is never
 /// read in full, and get 504 at the deadline instead of 413 at once.
 async fn declared_length(State(max): State<usize>, request: Request, next: Next) -> Response {
@@ -68,10 +77,23 @@ async fn declared_length(State(max): State<usize>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > max as u64 => json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("a body of {n} bytes is over the limit of {max} bytes (--max-body-bytes)"),
-        ),
+        Some(n) if n > max as u64 => {
+            if n - max as u64 <= DRAIN_BYTES {
+                let mut body = request.into_body().into_data_stream();
+                let _ = tokio::time::timeout(DRAIN_TIME, async {
+                    while let Some(Ok(_)) = body.next().await {}
+                })
+                .await;
+            }
+            let mut refused = json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a body of {n} bytes is over the limit of {max} bytes (--max-body-bytes)"),
+            );
+            refused
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            refused
+        }
         _ => next.run(request).await,
     }
 }
