@@ -82,11 +82,12 @@ pub fn judge_documents(
         let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
             continue;
         };
-        let obj = ObjectView::deserialize(&doc.value).map_err(|e| LoadError::Parse {
-            source_name: doc.source_name.clone(),
-            document: doc.document,
-            message: format!("not a readable {kind_name}: {e}"),
-        })?;
+        let obj =
+            <ObjectView as Deserialize>::deserialize(&doc.value).map_err(|e| LoadError::Parse {
+                source_name: doc.source_name.clone(),
+                document: doc.document,
+                message: format!("not a readable {kind_name}: {e}"),
+            })?;
         let namespace = obj.namespace_or(default_namespace);
         let verdict = policy::assess(
             &config.policy,

@@ -4,9 +4,46 @@
 //! are built as paths into the raw request object, never by serializing it.
 //! `null` is accepted wherever a list or map is, because clients send it.
 
-use serde::{Deserialize, Deserializer};
+use std::{fmt, marker::PhantomData};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{MapAccess, Visitor, value::MapAccessDeserializer},
+};
 
 use super::{Marks, Text};
+
+/// serde's derive also reads a struct from a JSON array, by position, so
+/// `"metadata": []` would read as empty metadata and a patch would then add
+/// keys under an array, which cannot apply. The objects a patch is built
+/// into (the object, its metadata, a workload's spec and template) are
+/// read from JSON objects only; anything else is an unreadable object.
+macro_rules! from_objects_only {
+    ($($view:ident),*) => {$(
+        impl<'de: 'a, 'a> Deserialize<'de> for $view<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map(ObjectsOnly::<$view<'a>>(PhantomData))
+            }
+        }
+
+        impl<'de: 'a, 'a> Visitor<'de> for ObjectsOnly<$view<'a>> {
+            type Value = $view<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // The inherent function serde's `remote = "Self"` derive made.
+                $view::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+    )*};
+}
+
+struct ObjectsOnly<T>(PhantomData<T>);
+
+from_objects_only!(ObjectView, MetaView, SpecView, TemplateView);
 
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -17,7 +54,11 @@ where
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a")
+)]
 pub struct ObjectView<'a> {
     #[serde(default)]
     pub kind: Option<Text<'a>>,
@@ -33,7 +74,11 @@ pub struct ObjectView<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a")
+)]
 pub struct MetaView<'a> {
     #[serde(default)]
     pub name: Option<Text<'a>>,
@@ -81,7 +126,11 @@ where
 /// (`template` for most, `jobTemplate` for CronJobs). Which part applies is
 /// decided by kind in [`super::PodSpecRef::locate`].
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a")
+)]
 pub struct SpecView<'a> {
     #[serde(default, deserialize_with = "nullable")]
     pub containers: Vec<ContainerView<'a>>,
@@ -98,7 +147,11 @@ pub struct SpecView<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+#[serde(
+    remote = "Self",
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a")
+)]
 pub struct TemplateView<'a> {
     #[serde(default, deserialize_with = "nullable")]
     pub metadata: MetaView<'a>,
@@ -261,4 +314,29 @@ pub struct SecretProjectionView<'a> {
     pub name: Option<Text<'a>>,
     #[serde(default, deserialize_with = "nullable")]
     pub items: Vec<KeyToPathView<'a>>,
+}
+
+#[cfg(test)]
+mod objects_only_tests {
+    use super::ObjectView;
+
+    #[test]
+    fn arrays_where_a_patch_would_go_are_refused() {
+        for doc in [
+            r#"[]"#,
+            r#"[null, [], {}, null]"#,
+            r#"{"kind": "Pod", "metadata": []}"#,
+            r#"{"kind": "Deployment", "spec": [null, null]}"#,
+            r#"{"kind": "Deployment", "spec": {"template": []}}"#,
+            r#"{"kind": "Deployment", "spec": {"template": {"metadata": ["x"]}}}"#,
+        ] {
+            let err = serde_json::from_str::<ObjectView>(doc).expect_err(doc);
+            assert!(err.to_string().contains("a JSON object"), "{doc}: {err}");
+        }
+        let ok: ObjectView = serde_json::from_str(
+            r#"{"kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}}, "spec": null}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.metadata.and_then(|m| m.name).as_deref(), Some("a"));
+    }
 }

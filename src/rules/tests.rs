@@ -58,7 +58,7 @@ fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
         doc["kind"].as_str().unwrap(),
     )
     .unwrap();
-    let obj = ObjectView::deserialize(doc).unwrap();
+    let obj = <ObjectView as Deserialize>::deserialize(doc).unwrap();
     let ns = obj
         .meta()
         .namespace
