@@ -54,4 +54,6 @@ pub struct RotationFile {
     pub trusted_audiences: Vec<String>,
     #[serde(default)]
     pub federated_audiences: Vec<String>,
+    #[serde(default)]
+    pub new_key_published: bool,
 }

@@ -257,6 +257,7 @@ fn rotation_from(r: RotationFile, generation: &Generation) -> Result<Rotation, C
             .into_iter()
             .map(Pattern::new)
             .collect(),
+        new_key_published: r.new_key_published,
     })
 }
 

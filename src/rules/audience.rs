@@ -37,8 +37,16 @@ const AWS: [&str; 3] = [
 ];
 // Sovereign clouds append a suffix (AzureADTokenExchangeUSGov, ...China).
 const AZURE: &str = "api://AzureADTokenExchange*";
-// Both `//iam.googleapis.com/...` and `https://iam.googleapis.com/...` forms.
-const GCP: &str = "*iam.googleapis.com/projects/*/workloadIdentityPools/*";
+// Google STS validates against the pool's registered issuer: the provider
+// resource name in its `//iam.googleapis.com/...` and
+// `https://iam.googleapis.com/...` forms, STS itself as the audience, and a
+// GKE fleet's workload identity pool (`PROJECT.svc.id.goog`).
+const GCP: [&str; 4] = [
+    "*iam.googleapis.com/projects/*/workloadIdentityPools/*",
+    "sts.googleapis.com",
+    "https://sts.googleapis.com*",
+    "*.svc.id.goog",
+];
 
 /// The outside party that validates tokens for `audience`, if any.
 pub fn federated_party<'r>(audience: &str, rotation: &'r Rotation) -> Option<FederatedParty<'r>> {
@@ -48,7 +56,7 @@ pub fn federated_party<'r>(audience: &str, rotation: &'r Rotation) -> Option<Fed
     if glob_match(AZURE, audience) {
         return Some(FederatedParty::AzureWorkloadIdentity);
     }
-    if glob_match(GCP, audience) {
+    if GCP.iter().any(|p| glob_match(p, audience)) {
         return Some(FederatedParty::GcpWorkloadIdentityFederation);
     }
     rotation
@@ -85,6 +93,21 @@ mod tests {
             ),
             Some(FederatedParty::GcpWorkloadIdentityFederation)
         );
+        for google in [
+            "sts.googleapis.com",
+            "https://sts.googleapis.com",
+            "https://sts.googleapis.com/v1/token",
+            "my-project.svc.id.goog",
+        ] {
+            assert_eq!(
+                federated_party(google, &r),
+                Some(FederatedParty::GcpWorkloadIdentityFederation),
+                "{google}"
+            );
+        }
+        for not_google in ["sts.googleapis.com.evil", "svc.id.goog.example"] {
+            assert_eq!(federated_party(not_google, &r), None, "{not_google}");
+        }
         for in_cluster in [
             "istio-ca",
             "identity.l5d.io",

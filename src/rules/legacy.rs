@@ -6,6 +6,9 @@ use super::{Context, Finding, RuleId, facts::LEGACY_TOKEN_KEY};
 use crate::object::{KeyToPathView, PodSpecRef, SecretSource, VolumeView};
 
 pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Finding>) {
+    if !at_risk(ctx) {
+        return;
+    }
     env(pod, ctx, ns, out);
     volumes(pod, ctx, ns, out);
 }
@@ -34,6 +37,16 @@ pub(super) fn legacy_token_files<'v, 'a>(
         let file = token_path(s.items)?;
         ctx.secrets.is_legacy_token(ns, s.name).then_some((s, file))
     })
+}
+
+/// Whether a legacy token is at risk under what is declared. Legacy tokens
+/// carry the issuer `kubernetes/serviceaccount`, which the legacy
+/// authenticator never compares with `--service-account-issuer`: a rotation
+/// that retires only issuers leaves them working, so they are no risk of
+/// it (and must not hold up its retirement). With nothing declared they
+/// stay hazards of the next key rotation.
+pub(super) fn at_risk(ctx: &Context<'_>) -> bool {
+    !ctx.rotation.issuer_retiring() || ctx.rotation.key_retiring()
 }
 
 fn retiring_keys(ctx: &Context<'_>) -> String {

@@ -106,13 +106,23 @@ fn federated<F: Fn() -> String>(
     out: &mut Vec<Finding>,
 ) {
     let r = ctx.rotation;
-    if !r.issuer_retiring() || r.trusted_audiences.iter().any(|p| p.matches(audience)) {
-        return;
-    }
     let Some(party) = federated_party(audience, r) else {
         return;
     };
-    let party = party.describe();
+    if r.issuer_retiring() && !r.trusted_audiences.iter().any(|p| p.matches(audience)) {
+        untrusted_issuer(at, audience, &party.describe(), ctx, out);
+    } else if r.key_retiring() && !r.new_key_published {
+        unpublished_key(at, audience, &party.describe(), ctx, out);
+    }
+}
+
+fn untrusted_issuer<F: Fn() -> String>(
+    at: &Source<'_, F>,
+    audience: &str,
+    party: &str,
+    ctx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) {
     out.push(Finding {
         rule: RuleId::FederatedAudienceUntrusted,
         certain: true,
@@ -124,5 +134,31 @@ fn federated<F: Fn() -> String>(
             ctx.current_issuer
         ),
         short: "party does not trust new issuer yet",
+    });
+}
+
+/// A federated party fetches the issuer's JWKS from wherever discovery is
+/// published. When that is a static copy (kOps writes it to a bucket), the
+/// party learns the new key only once the copy is republished, and rejects
+/// tokens signed with it until then. Whether the copy is static cannot be
+/// seen from here, so this is a hazard until the operator says otherwise.
+fn unpublished_key<F: Fn() -> String>(
+    at: &Source<'_, F>,
+    audience: &str,
+    party: &str,
+    ctx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) {
+    out.push(Finding {
+        rule: RuleId::FederatedAudienceUntrusted,
+        certain: false,
+        path: (at.path)(),
+        subject: format!("volume \"{}\"", at.volume),
+        detail: audience.to_owned(),
+        message: format!(
+            "requests tokens for audience \"{audience}\", which {party} validates against the JWKS published with the issuer \"{}\"'s discovery. Where that is a static copy (kOps publishes it to a bucket), tokens signed with the new key are rejected until the copy is republished with it. Fix: republish the discovery documents and JWKS with the new key, then set rotation.newKeyPublished: true.",
+            ctx.current_issuer
+        ),
+        short: "new key may not be published yet",
     });
 }

@@ -1,7 +1,7 @@
 //! `token-subpath`: kubelet never updates files mounted with `subPath` or
 //! `subPathExpr`, so a token mounted that way is frozen at container start.
 
-use super::{Context, Finding, RuleId, legacy::legacy_token_files};
+use super::{Context, Finding, RuleId, legacy, legacy::legacy_token_files};
 use crate::object::{MountView, PodSpecRef, VolumeView};
 
 #[derive(Default)]
@@ -19,7 +19,9 @@ pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: 
             let Some(v) = pod.volume(&m.name) else {
                 continue;
             };
-            let carried = tokens_under_mount(v, m, ctx, ns);
+            let mut carried = tokens_under_mount(v, m, ctx, ns);
+            // A frozen legacy token still verifies after an issuer change.
+            carried.legacy &= legacy::at_risk(ctx);
             if !carried.bound && !carried.legacy {
                 continue;
             }

@@ -104,9 +104,18 @@ fn legacy_token_env_flags_the_token_key_only() {
     );
     assert!(f[0].message.contains("kid-a"));
 
+    // Legacy tokens carry `kubernetes/serviceaccount` and survive an
+    // issuer change: no risk of that rotation at all.
     let f = judge_yaml(y, &issuer_change());
+    assert!(f.is_empty(), "{f:#?}");
+    // Both at once: the key is what kills it.
+    let both = Rotation {
+        retiring_key_ids: vec!["kid-a".into()],
+        ..issuer_change()
+    };
+    let f = judge_yaml(y, &both);
     assert_eq!(rules_of(&f), [RuleId::LegacyTokenEnv]);
-    assert!(!f[0].certain, "legacy tokens ignore the issuer URL");
+    assert!(f[0].certain);
 }
 
 #[test]
@@ -159,6 +168,14 @@ fn pre_124_default_token_volume_is_a_hazard() {
     assert!(
         !f[0].certain,
         "a Secret volume follows a regenerated Secret"
+    );
+    assert_eq!(
+        rules_of(&judge_yaml(y, &no_rotation())),
+        [RuleId::LegacyTokenVolume]
+    );
+    assert!(
+        judge_yaml(y, &issuer_change()).is_empty(),
+        "legacy tokens survive an issuer change"
     );
 }
 
@@ -250,15 +267,11 @@ spec:
     let expr = at("spec.containers[0].volumeMounts[0]");
     assert!(expr.certain && expr.message.contains("subPathExpr"));
 
+    // Under an issuer change only the frozen bound token is at risk: the
+    // legacy volume and its subPath copy still verify.
     let f = judge_yaml(y, &issuer_change());
-    let legacy_sub = f
-        .iter()
-        .find(|f| f.path == "spec.initContainers[0].volumeMounts[0]")
-        .unwrap();
-    assert!(
-        !legacy_sub.certain,
-        "legacy tokens survive an issuer URL change"
-    );
+    assert_eq!(rules_of(&f), [RuleId::TokenSubpath], "{f:#?}");
+    assert_eq!(f[0].path, "spec.containers[0].volumeMounts[0]");
 }
 
 #[test]
@@ -288,9 +301,15 @@ spec:
 #[test]
 fn refresh_exceeds_grace_only_while_a_rotation_is_declared() {
     let y = fixture!("irsa-pod.yaml");
+    // With the new key published, IRSA's audience is no risk of a key
+    // rotation, which leaves the refresh rule alone to test.
+    let published = Rotation {
+        new_key_published: true,
+        ..key_rotation()
+    };
     let short_grace = Rotation {
         grace_seconds: 3600,
-        ..key_rotation()
+        ..published.clone()
     };
     let f = judge_yaml(y, &short_grace);
     assert_eq!(rules_of(&f), [RuleId::RefreshExceedsGrace], "{f:#?}");
@@ -301,7 +320,7 @@ fn refresh_exceeds_grace_only_while_a_rotation_is_declared() {
     assert!(f[0].message.contains("69120") && f[0].message.contains("4500"));
     assert!(!f[0].certain);
     // 3607s tokens refresh after 2885s, inside the hour; a day fits 86400s tokens.
-    assert!(judge_yaml(y, &key_rotation()).is_empty());
+    assert!(judge_yaml(y, &published).is_empty());
     let no_decl = Rotation {
         grace_seconds: 60,
         ..Rotation::default()
@@ -364,10 +383,26 @@ fn federated_audiences_that_do_not_trust_the_new_issuer() {
         );
         assert!(f[0].certain);
         assert!(f[0].message.contains(party), "{}", f[0].message);
-        assert!(
-            judge_yaml(file, &key_rotation()).is_empty(),
-            "{party}: a key rotation keeps the issuer"
+        // A key rotation keeps the issuer, but the party sees the new key
+        // only where the JWKS it fetches has it: a hazard until the
+        // operator says the key is published.
+        let f = judge_yaml(file, &key_rotation());
+        assert_eq!(
+            rules_of(&f),
+            [RuleId::FederatedAudienceUntrusted],
+            "{party}"
         );
+        assert!(!f[0].certain, "{party}");
+        assert!(
+            f[0].message.contains("rotation.newKeyPublished"),
+            "{}",
+            f[0].message
+        );
+        let published = Rotation {
+            new_key_published: true,
+            ..key_rotation()
+        };
+        assert!(judge_yaml(file, &published).is_empty(), "{party}");
         assert!(judge_yaml(file, &no_rotation()).is_empty(), "{party}");
     }
     let f = judge_yaml(

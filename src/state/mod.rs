@@ -37,6 +37,10 @@ pub struct Rotation {
     pub api_audiences: Vec<String>,
     pub trusted_audiences: Vec<Pattern>,
     pub federated_audiences: Vec<Pattern>,
+    /// The operator's word that the new signing key is in the JWKS that
+    /// federated parties fetch (it may be published statically, as kOps
+    /// publishes it to a bucket, and then lags the API server's own).
+    pub new_key_published: bool,
 }
 
 impl Rotation {
