@@ -99,6 +99,12 @@ fn retiring_audience<F: Fn() -> String>(
     });
 }
 
+/// A federated party rejects tokens once their issuer is new to it and,
+/// during a key rotation, may reject the new key: it fetches the issuer's
+/// JWKS from wherever discovery is published, and where that is a static
+/// copy (kOps writes it to a bucket) it learns the new key only once the
+/// copy is republished. Whether the copy is static cannot be seen from
+/// here, so that is a hazard until the operator says the key is published.
 fn federated<F: Fn() -> String>(
     at: &Source<'_, F>,
     audience: &str,
@@ -109,56 +115,36 @@ fn federated<F: Fn() -> String>(
     let Some(party) = federated_party(audience, r) else {
         return;
     };
-    if r.issuer_retiring() && !r.trusted_audiences.iter().any(|p| p.matches(audience)) {
-        untrusted_issuer(at, audience, &party.describe(), ctx, out);
+    let party = party.describe();
+    let issuer = ctx.current_issuer;
+    let (certain, message, short) = if r.issuer_retiring()
+        && !r.trusted_audiences.iter().any(|p| p.matches(audience))
+    {
+        (
+            true,
+            format!(
+                "requests tokens for audience \"{audience}\", which {party} validates through the issuer's OIDC discovery. It rejects tokens of the new issuer \"{issuer}\" from the moment that issuer signs them, until the issuer is registered there. Fix: register the new issuer with {party}, then list the audience in rotation.trustedAudiences."
+            ),
+            "party does not trust new issuer yet",
+        )
     } else if r.key_retiring() && !r.new_key_published {
-        unpublished_key(at, audience, &party.describe(), ctx, out);
-    }
-}
-
-fn untrusted_issuer<F: Fn() -> String>(
-    at: &Source<'_, F>,
-    audience: &str,
-    party: &str,
-    ctx: &Context<'_>,
-    out: &mut Vec<Finding>,
-) {
+        (
+            false,
+            format!(
+                "requests tokens for audience \"{audience}\", which {party} validates against the JWKS published with the issuer \"{issuer}\"'s discovery. Where that is a static copy (kOps publishes it to a bucket), tokens signed with the new key are rejected until the copy is republished with it. Fix: republish the discovery documents and JWKS with the new key, then set rotation.newKeyPublished: true."
+            ),
+            "new key may not be published yet",
+        )
+    } else {
+        return;
+    };
     out.push(Finding {
         rule: RuleId::FederatedAudienceUntrusted,
-        certain: true,
+        certain,
         path: (at.path)(),
         subject: format!("volume \"{}\"", at.volume),
         detail: audience.to_owned(),
-        message: format!(
-            "requests tokens for audience \"{audience}\", which {party} validates through the issuer's OIDC discovery. It rejects tokens of the new issuer \"{}\" from the moment that issuer signs them, until the issuer is registered there. Fix: register the new issuer with {party}, then list the audience in rotation.trustedAudiences.",
-            ctx.current_issuer
-        ),
-        short: "party does not trust new issuer yet",
-    });
-}
-
-/// A federated party fetches the issuer's JWKS from wherever discovery is
-/// published. When that is a static copy (kOps writes it to a bucket), the
-/// party learns the new key only once the copy is republished, and rejects
-/// tokens signed with it until then. Whether the copy is static cannot be
-/// seen from here, so this is a hazard until the operator says otherwise.
-fn unpublished_key<F: Fn() -> String>(
-    at: &Source<'_, F>,
-    audience: &str,
-    party: &str,
-    ctx: &Context<'_>,
-    out: &mut Vec<Finding>,
-) {
-    out.push(Finding {
-        rule: RuleId::FederatedAudienceUntrusted,
-        certain: false,
-        path: (at.path)(),
-        subject: format!("volume \"{}\"", at.volume),
-        detail: audience.to_owned(),
-        message: format!(
-            "requests tokens for audience \"{audience}\", which {party} validates against the JWKS published with the issuer \"{}\"'s discovery. Where that is a static copy (kOps publishes it to a bucket), tokens signed with the new key are rejected until the copy is republished with it. Fix: republish the discovery documents and JWKS with the new key, then set rotation.newKeyPublished: true.",
-            ctx.current_issuer
-        ),
-        short: "new key may not be published yet",
+        message,
+        short,
     });
 }

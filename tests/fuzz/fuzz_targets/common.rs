@@ -44,3 +44,15 @@ pub fn answer(webhook: &Webhook, endpoint: Endpoint, body: &[u8]) -> Option<Valu
         }
     }
 }
+
+/// The bytes of a response's patch, which must be a base64 JSON Patch.
+pub fn patch_bytes(answer: &Value, patch: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    assert_eq!(
+        answer["response"]["patchType"], "JSONPatch",
+        "patch without patchType: {answer}"
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(patch.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("patch is not base64 ({e}): {answer}"))
+}

@@ -9,13 +9,15 @@
 #![no_main]
 
 mod common;
+#[path = "../../support/patch_invariants.rs"]
+mod patch_invariants;
 
 use std::sync::LazyLock;
 
-use base64::Engine as _;
 use issuer_guard::admission::{Endpoint, Webhook};
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
+use patch_invariants::{expected, preserves};
+use serde_json::Value;
 
 static WEBHOOK: LazyLock<Webhook> = LazyLock::new(common::webhook);
 
@@ -24,27 +26,6 @@ static ENVELOPE: LazyLock<Value> = LazyLock::new(|| {
     serde_json::from_str(include_str!("../../fixtures/reviews/pod-small.json"))
         .expect("pod-small.json is JSON")
 });
-
-/// The stamp issuer-guard owns on new Pods, per the config in common.rs.
-const STAMP: [(&str, &str, &str); 3] = [
-    ("labels", "issuer-guard.io/generation", "4"),
-    (
-        "annotations",
-        "issuer-guard.io/issuer",
-        "https://new.example.com",
-    ),
-    ("annotations", "issuer-guard.io/key-id", "kid-b"),
-];
-
-/// The keys issuer-guard owns: its marks. `issuer-guard.io/ignore` is the
-/// user's and must never be touched.
-const OWNED: [&str; 5] = [
-    "issuer-guard.io/generation",
-    "issuer-guard.io/at-risk",
-    "issuer-guard.io/issuer",
-    "issuer-guard.io/key-id",
-    "issuer-guard.io/risks",
-];
 
 fuzz_target!(|data: &[u8]| {
     // Only objects can be a Pod; anything else says nothing about patches.
@@ -62,13 +43,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(patch) = response.get("patch") else {
         return;
     };
-    assert_eq!(
-        response["patchType"], "JSONPatch",
-        "patch without patchType: {answer}"
-    );
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(patch.as_str().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("patch is not base64 ({e}): {answer}"));
+    let bytes = common::patch_bytes(&answer, patch);
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
         panic!(
             "patch is not an RFC 6902 patch ({e}): {}",
@@ -107,78 +82,4 @@ fuzz_target!(|data: &[u8]| {
 fn answer_for(endpoint: Endpoint, body: &[u8]) -> Value {
     common::answer(&WEBHOOK, endpoint, body)
         .unwrap_or_else(|| panic!("{endpoint:?} left a review with a uid unanswered"))
-}
-
-/// `patched` keeps every field of `original` in its order, apart from
-/// issuer-guard's own marks on the top-level metadata, which it may rewrite.
-fn preserves(original: &Value, patched: &Value, path: &str) -> Result<(), String> {
-    match (original, patched) {
-        (Value::Object(o), Value::Object(p)) => {
-            for (k, v) in o {
-                let marks = path == "/metadata/labels" || path == "/metadata/annotations";
-                if marks && OWNED.contains(&k.as_str()) {
-                    continue;
-                }
-                let child = p.get(k).ok_or_else(|| format!("{path}/{k} dropped"))?;
-                preserves(v, child, &format!("{path}/{k}"))?;
-            }
-            let keys_o: Vec<&String> = o.keys().collect();
-            let keys_p: Vec<&String> = p.keys().filter(|k| o.contains_key(*k)).collect();
-            if keys_o
-                .iter()
-                .filter(|k| !OWNED.contains(&k.as_str()))
-                .ne(keys_p.iter().filter(|k| !OWNED.contains(&k.as_str())))
-            {
-                return Err(format!("{path}: keys reordered"));
-            }
-            Ok(())
-        }
-        (Value::Null, Value::Object(_))
-            if path.ends_with("/labels")
-                || path.ends_with("/annotations")
-                || path.ends_with("/metadata") =>
-        {
-            Ok(())
-        }
-        (o, p) if o == p => Ok(()),
-        (o, p) => Err(format!("{path}: {o} became {p}")),
-    }
-}
-
-/// `original` with issuer-guard's marks set as the verdict calls for: the
-/// at-risk label and risks annotation from the validating webhook's audit
-/// annotation, and the stamp on a Pod being created.
-fn expected(original: &Value, risks: Option<&str>, stamped: bool) -> Value {
-    let mut want = original.clone();
-    if !want["metadata"].is_object() {
-        want["metadata"] = json!({});
-    }
-    let mut set = |map: &str, key: &str, value: Option<&str>| {
-        let meta = &mut want["metadata"];
-        if !meta[map].is_object() {
-            if value.is_none() {
-                return;
-            }
-            meta[map] = json!({});
-        }
-        let Some(m) = meta[map].as_object_mut() else {
-            unreachable!("{map} was just made an object");
-        };
-        match value {
-            Some(v) => {
-                m.insert(key.to_owned(), json!(v));
-            }
-            None => {
-                m.remove(key);
-            }
-        }
-    };
-    set("labels", "issuer-guard.io/at-risk", risks.map(|_| "true"));
-    set("annotations", "issuer-guard.io/risks", risks);
-    if stamped {
-        for (map, key, value) in STAMP {
-            set(map, key, Some(value));
-        }
-    }
-    want
 }

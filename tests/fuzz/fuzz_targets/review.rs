@@ -9,7 +9,6 @@ mod common;
 
 use std::{fmt, sync::LazyLock};
 
-use base64::Engine as _;
 use issuer_guard::admission::{Endpoint, Webhook};
 use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -103,13 +102,7 @@ fn check(endpoint: Endpoint, body: &[u8], sent: &Sent) {
             Endpoint::Mutate,
             "the validating webhook patched: {answer}"
         );
-        assert_eq!(
-            response["patchType"], "JSONPatch",
-            "patch without patchType: {answer}"
-        );
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(patch.as_str().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("patch is not base64 ({e}): {answer}"));
+        let bytes = common::patch_bytes(&answer, patch);
         let ops: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("patch is not JSON ({e}): {answer}"));
         assert!(
