@@ -177,6 +177,9 @@ pub struct ContainerView<'a> {
 pub struct EnvVarView<'a> {
     #[serde(default)]
     pub name: Text<'a>,
+    /// Read for the env vars that name a token file for a cloud SDK.
+    #[serde(default)]
+    pub value: Option<Text<'a>>,
     #[serde(default)]
     pub value_from: Option<EnvVarSourceView<'a>>,
 }

@@ -4,6 +4,7 @@
 //! behaviour each rule rests on is written down in docs/tokens.md.
 
 mod audience;
+mod consumer;
 mod finding;
 mod id;
 mod legacy;

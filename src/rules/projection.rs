@@ -3,7 +3,7 @@
 //! `audience-retiring-issuer` and `federated-audience-untrusted`.
 
 use super::{
-    Context, Finding, RuleId,
+    Context, Finding, RuleId, consumer,
     facts::{DEFAULT_EXPIRATION_SECONDS, refresh_interval_seconds},
     federated_party,
 };
@@ -32,7 +32,7 @@ pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, out: &mut Vec<F
             refresh(&at, ctx, out);
             if let Some(audience) = t.audience.as_deref() {
                 retiring_audience(&at, audience, ctx, out);
-                federated(&at, audience, ctx, out);
+                federated(pod, &at, audience, ctx, out);
             }
         }
     }
@@ -106,16 +106,29 @@ fn retiring_audience<F: Fn() -> String>(
 /// copy is republished. Whether the copy is static cannot be seen from
 /// here, so that is a hazard until the operator says the key is published.
 fn federated<F: Fn() -> String>(
+    pod: &PodSpecRef<'_, '_>,
     at: &Source<'_, F>,
     audience: &str,
     ctx: &Context<'_>,
     out: &mut Vec<Finding>,
 ) {
     let r = ctx.rotation;
-    let Some(party) = federated_party(audience, r) else {
+    // Nothing for a federated party to reject: no new issuer, and no new
+    // key that may be missing from a published JWKS.
+    let key_unpublished = r.key_retiring() && !r.new_key_published;
+    if !r.issuer_retiring() && !key_unpublished {
         return;
+    }
+    // The audience names the party, or else a cloud SDK in the pod reads
+    // the token: the message says which.
+    let (party, read_by) = match federated_party(audience, r) {
+        Some(party) => (party.describe(), String::new()),
+        None => match consumer::reader(pod, at.volume, &at.token.path) {
+            Some((party, how)) => (party.describe(), format!(" (read through {how})")),
+            None => return,
+        },
     };
-    let party = party.describe();
+    let party = format!("{party}{read_by}");
     let issuer = ctx.current_issuer;
     let (certain, message, short) = if r.issuer_retiring()
         && !r.trusted_audiences.iter().any(|p| p.matches(audience))

@@ -460,3 +460,88 @@ fn identities_survive_reordering() {
     assert_ne!(before[0].path, after[0].path);
     assert_eq!(before[0].identity(), after[0].identity());
 }
+
+/// A Pod whose container `app` mounts a token for `audience` at
+/// /var/run/secrets/tokens/web-identity (or, with `sub_path`, that file
+/// alone) and sets `env` to `value`.
+fn consumer_pod(audience: &str, env: &str, value: &str, sub_path: bool) -> String {
+    let mount = if sub_path {
+        "{name: federated, mountPath: /var/run/secrets/tokens/web-identity, subPath: web-identity}"
+    } else {
+        "{name: federated, mountPath: /var/run/secrets/tokens/}"
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: app, namespace: prod}}
+spec:
+  containers:
+  - name: app
+    image: app:1
+    env:
+    - {{name: {env}, value: "{value}"}}
+    volumeMounts:
+    - {mount}
+  - name: sidecar
+    image: proxy:1
+  volumes:
+  - name: federated
+    projected:
+      sources:
+      - serviceAccountToken: {{audience: "{audience}", expirationSeconds: 3600, path: web-identity}}
+"#
+    )
+}
+
+#[test]
+fn federation_recognised_by_the_sdk_that_reads_the_token() {
+    let file = "/var/run/secrets/tokens/web-identity";
+    for (env, party, sub_path) in [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS", false),
+        ("AZURE_FEDERATED_TOKEN_FILE", "Azure", true),
+    ] {
+        // A custom audience names no party; the SDK variable does.
+        // (A subPath mount is also a frozen token of its own.)
+        let y = consumer_pod("my-company-aud", env, file, sub_path);
+        let federated = |r: &Rotation| -> Vec<Finding> {
+            judge_yaml(&y, r)
+                .into_iter()
+                .filter(|f| f.rule == RuleId::FederatedAudienceUntrusted)
+                .collect()
+        };
+        let f = federated(&issuer_change());
+        assert_eq!(f.len(), 1, "{env}: {f:#?}");
+        assert!(f[0].certain);
+        assert!(
+            f[0].message.contains(party) && f[0].message.contains(env),
+            "the finding names the signal: {}",
+            f[0].message
+        );
+        // Trusting the audience is what clears it, as for any party.
+        let trusted = Rotation {
+            trusted_audiences: vec![Pattern::new("my-company-aud")],
+            ..issuer_change()
+        };
+        assert!(federated(&trusted).is_empty(), "{env}");
+        assert!(federated(&no_rotation()).is_empty(), "{env}");
+    }
+    // The variable names another file, or the token is mounted elsewhere.
+    for y in [
+        consumer_pod(
+            "my-company-aud",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "/other/token",
+            false,
+        ),
+        consumer_pod(
+            "my-company-aud",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "/var/run/secrets/tokens",
+            false,
+        ),
+        consumer_pod("my-company-aud", "SOME_OTHER_FILE", file, false),
+    ] {
+        let f = judge_yaml(&y, &issuer_change());
+        assert!(f.is_empty(), "{y}\n{f:#?}");
+    }
+}
