@@ -164,6 +164,11 @@ pub struct TemplateView<'a> {
 pub struct ContainerView<'a> {
     #[serde(default)]
     pub name: Text<'a>,
+    /// Read for arguments that name a token file (`--token-path`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub command: Vec<Text<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub args: Vec<Text<'a>>,
     #[serde(default, deserialize_with = "nullable")]
     pub env: Vec<EnvVarView<'a>>,
     #[serde(default, deserialize_with = "nullable")]

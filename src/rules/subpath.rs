@@ -2,7 +2,7 @@
 //! `subPathExpr`, so a token mounted that way is frozen at container start.
 
 use super::{Context, Finding, RuleId, legacy, legacy::legacy_token_files};
-use crate::object::{MountView, PodSpecRef, VolumeView};
+use crate::object::{ContainerView, MountView, PodSpecRef, VolumeView};
 
 #[derive(Default)]
 struct Carried {
@@ -19,7 +19,18 @@ pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: 
             let Some(v) = pod.volume(&m.name) else {
                 continue;
             };
-            let mut carried = tokens_under_mount(v, m, ctx, ns);
+            let tokens = tokens_under_mount(v, m, ctx, ns);
+            if !tokens.bound && !tokens.legacy {
+                if copied_token_path(c, &m.mount_path) {
+                    out.push(copied(
+                        format!("{}.{field}[{ci}].volumeMounts[{mi}]", pod.path),
+                        format!("container \"{}\"", c.name),
+                        m,
+                    ));
+                }
+                continue;
+            }
+            let mut carried = tokens;
             // A frozen legacy token still verifies after an issuer change.
             carried.legacy &= legacy::at_risk(ctx);
             if !carried.bound && !carried.legacy {
@@ -113,5 +124,63 @@ fn finding(
             m.name, m.mount_path
         ),
         short: "never refreshed; mount without subPath",
+    }
+}
+
+/// Where kubelet puts the token of the auto-mounted kube-api-access volume,
+/// and so where programs look for one.
+const STANDARD_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Whether `path` is where the container reads a service-account token:
+/// the standard path, or one an argument such as `--token-path` names.
+fn copied_token_path(c: &ContainerView<'_>, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    if path == STANDARD_TOKEN_PATH {
+        return true;
+    }
+    let mut args = c.command.iter().chain(&c.args).map(|a| &**a);
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.strip_prefix('-') else {
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (flag, None),
+        };
+        let name = name
+            .trim_start_matches('-')
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if !(name.ends_with("token-path") || name.ends_with("token-file")) {
+            continue;
+        }
+        let value = match value {
+            Some(v) => Some(v),
+            None => args.next(),
+        };
+        if value.is_some_and(|v| v.trim_end_matches('/') == path) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A file mounted by subPath where a token is read, from a volume that
+/// carries no service-account token (an emptyDir, a hostPath, a ConfigMap,
+/// an ordinary Secret): a token copied out of a Secret by hand or by an
+/// init container. Nobody refreshes it and it dies with its key, but what
+/// it is cannot be seen, so it is a hazard under any rotation.
+fn copied(path: String, subject: String, m: &MountView<'_>) -> Finding {
+    Finding {
+        rule: RuleId::TokenSubpath,
+        certain: false,
+        path,
+        subject,
+        detail: format!("{}:{}", m.name, m.mount_path),
+        message: format!(
+            "mounts a file of volume \"{}\", which carries no service-account token, by subPath at {}, where a token is read: a token copied there is frozen for the pod's life, never refreshed, and dies with its issuer or signing key. Fix: read the token from a projected serviceAccountToken volume (the auto-mounted kube-api-access volume is one) mounted without subPath.",
+            m.name, m.mount_path
+        ),
+        short: "copied token: use a projected token",
     }
 }

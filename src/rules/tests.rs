@@ -545,3 +545,73 @@ fn federation_recognised_by_the_sdk_that_reads_the_token() {
         assert!(f.is_empty(), "{y}\n{f:#?}");
     }
 }
+
+#[test]
+fn a_token_copied_into_an_ordinary_volume_is_a_hazard() {
+    // An init container copies the token into an emptyDir; the app mounts
+    // that copy by subPath where clients read a token.
+    let y = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: legacy-client, namespace: prod}
+spec:
+  template:
+    spec:
+      automountServiceAccountToken: false
+      initContainers:
+      - name: copy
+        image: busybox
+        command: [sh, -c, "cp /src/token /copy/token"]
+        volumeMounts:
+        - {name: copy, mountPath: /copy}
+      containers:
+      - name: app
+        image: app:1
+        volumeMounts:
+        - {name: copy, mountPath: /var/run/secrets/kubernetes.io/serviceaccount/token, subPath: token}
+      - name: agent
+        image: agent:1
+        args: [--server=https://vault, --token-path, /etc/agent/sa-token]
+        volumeMounts:
+        - {name: tokens, mountPath: /etc/agent/sa-token, subPath: sa-token}
+      volumes:
+      - name: copy
+        emptyDir: {}
+      - name: tokens
+        configMap: {name: agent-tokens}
+"#;
+    for r in [no_rotation(), issuer_change(), key_rotation()] {
+        let f = judge_yaml(y, &r);
+        assert_eq!(
+            rules_of(&f),
+            [RuleId::TokenSubpath, RuleId::TokenSubpath],
+            "{f:#?}"
+        );
+        assert!(f.iter().all(|f| !f.certain), "what was copied is unknown");
+        assert_eq!(
+            f[0].path,
+            "spec.template.spec.containers[0].volumeMounts[0]"
+        );
+        assert_eq!(
+            f[1].path,
+            "spec.template.spec.containers[1].volumeMounts[0]"
+        );
+        assert!(f[0].message.contains("carries no service-account token"));
+    }
+    // The same volumes mounted by subPath elsewhere hold no token.
+    let elsewhere = y
+        .replace(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token, subPath",
+            "/etc/app/settings, subPath",
+        )
+        .replace(
+            "--token-path, /etc/agent/sa-token",
+            "--config, /etc/agent/other",
+        );
+    assert!(judge_yaml(&elsewhere, &key_rotation()).is_empty());
+    // `--token-path=PATH` counts like `--token-path PATH`.
+    let joined = y.replace(
+        "--token-path, /etc/agent/sa-token",
+        "--token-path=/etc/agent/sa-token",
+    );
+    assert_eq!(judge_yaml(&joined, &key_rotation()).len(), 2);
+}
