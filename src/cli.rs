@@ -87,6 +87,10 @@ pub struct CheckArgs {
     /// Manifest files or directories; `-` reads stdin.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Exit 2 on unusable input found in a directory too, not only on
+    /// input named on the command line.
+    #[arg(long, env = "ISSUER_GUARD_STRICT")]
+    pub strict: bool,
 }
 
 impl CheckArgs {
@@ -96,6 +100,7 @@ impl CheckArgs {
             output: self.output.into(),
             namespace: self.namespace,
             paths: self.paths,
+            strict: self.strict,
         }
     }
 }

@@ -93,15 +93,23 @@ fn table_without_rotation_warns_and_exits_0() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("ACTION"));
+    // One line per finding: action, rule, object and where it was read;
+    // the explanation wrapped beneath, so that every line fits a terminal.
     assert!(
-        lines[1].starts_with("label")
-            && lines[1].contains("Deployment/ci/runner")
-            && lines[1].contains("legacy-token-env")
+        lines[0].starts_with("label")
+            && lines[0].contains("legacy-token-env")
+            && lines[0].contains("Deployment/ci/runner")
+            && lines[0].contains("token-in-env-deployment.yaml, document 2)"),
+        "{text}"
     );
+    assert!(
+        lines[1].starts_with("    ") && lines[1].len() <= 96,
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() <= 160), "{text}");
     assert_eq!(
         lines.last().unwrap(),
-        &"1 object(s) judged, 1 with findings: 0 deny, 1 label, 0 warn"
+        &"1 object(s) judged, 0 exempt, 1 with findings: 0 deny, 1 label, 0 warn; 0 unusable input(s)"
     );
 }
 
@@ -142,8 +150,19 @@ fn unusable_input_exits_2_naming_file_and_document() {
     .unwrap();
     let out = check(&[bad.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    // The rest of the file is still judged; the broken document is named.
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("bad.yaml: document 2:"), "{text}");
+    assert!(text.contains("1 object(s) judged"), "{text}");
+    let out = check(&["-o", "json", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("bad.yaml: document 2:"), "{err}");
+    assert!(
+        err.contains("bad.yaml (document 2), line"),
+        "the snippet names the file: {err}"
+    );
+    assert_eq!(stdout_json(&out).len(), 1);
 
     let out = check(&["/nonexistent/manifests.yaml"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -702,4 +721,101 @@ fn check_and_the_webhook_decide_alike() {
         denied >= 1 && allowed >= 1,
         "{denied} denied, {allowed} allowed"
     );
+}
+
+#[test]
+fn a_repository_scan_keeps_going_and_says_where_each_object_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), KEY_ROTATION);
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("chart")).unwrap();
+    std::fs::write(
+        repo.join("app.yaml"),
+        format!(
+            "{}---\n{}",
+            pod(PLAIN_POD, "first"),
+            pod(SUBPATH_POD, "second")
+        ),
+    )
+    .unwrap();
+    // What a repository also holds: a values file, broken YAML, a
+    // duplicate key, and an object in an exempt namespace.
+    std::fs::write(
+        repo.join("chart/values.yaml"),
+        "replicas: 3\nimage: {tag: v1}\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("broken.YML"), "kind: [oops\n").unwrap();
+    std::fs::write(
+        repo.join("dup.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("system.yaml"),
+        pod(SUBPATH_POD, "sys").replace(
+            "metadata: {name: sys}",
+            "metadata: {name: sys, namespace: kube-system}",
+        ),
+    )
+    .unwrap();
+    let args = ["--config", &config, "-o", "json", repo.to_str().unwrap()];
+
+    let out = check(&args, None);
+    // Found in a directory, unusable files are reported, not fatal: the
+    // exit code is the denial's.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = stdout_json(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let by_name = |n: &str| {
+        objects
+            .iter()
+            .find(|o| o["name"] == n)
+            .unwrap_or_else(|| panic!("{n}: {objects:?}"))
+    };
+    let second = by_name("second");
+    assert!(
+        second["source"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("app.yaml")
+    );
+    assert_eq!(second["source"]["document"], 2);
+    assert_eq!(second["findings"][0]["rule"], "token-subpath");
+    assert_eq!(by_name("first")["source"]["document"], 1);
+    let sys = by_name("sys");
+    assert_eq!(sys["exempt"], true);
+    assert_eq!(sys["findings"], json!([]));
+    for file in ["values.yaml", "broken.YML", "dup.yaml"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("unusable: ") && l.contains(file)),
+            "{file} not reported: {err}"
+        );
+    }
+    assert!(err.contains("no kind"), "{err}");
+    assert!(
+        err.contains("remove or rename one of them") && !err.contains("DuplicateKeyPolicy"),
+        "{err}"
+    );
+
+    // --strict makes any unusable input fail the run.
+    let mut strict = args.to_vec();
+    strict.insert(0, "--strict");
+    assert_eq!(check(&strict, None).status.code(), Some(2));
+
+    // The table reports the exempt object and the unusable files too.
+    let out = check(&["--config", &config, repo.to_str().unwrap()], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("exempt") && l.contains("Pod/kube-system/sys")),
+        "{text}"
+    );
+    assert!(text.contains("2 object(s) judged, 1 exempt, 1 with findings: 1 deny, 0 label, 0 warn; 3 unusable input(s)"), "{text}");
 }

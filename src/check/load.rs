@@ -29,93 +29,149 @@ pub struct Document {
     pub source_name: String,
     /// 1-based position of the YAML document in its file.
     pub document: usize,
+    /// Named on the command line (or stdin), not found in a directory.
+    pub explicit: bool,
     pub value: Value,
+}
+
+/// Input that could not be used. A scan of a repository meets values
+/// files, config files and broken YAML; each is reported and the rest is
+/// still judged.
+#[derive(Debug)]
+pub struct Unusable {
+    pub error: LoadError,
+    /// Named on the command line (or stdin): the user asked for exactly
+    /// this input, so its loss is an error, not a note.
+    pub explicit: bool,
+}
+
+/// Everything read: the objects, and what could not be used.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub docs: Vec<Document>,
+    pub unusable: Vec<Unusable>,
+}
+
+impl Loaded {
+    fn unusable(&mut self, error: LoadError, explicit: bool) {
+        self.unusable.push(Unusable { error, explicit });
+    }
 }
 
 const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
-pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, LoadError> {
-    let mut docs = Vec::new();
+pub fn load(paths: &[PathBuf]) -> Loaded {
+    let mut loaded = Loaded::default();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|error| LoadError::Read {
-                    source_name: "<stdin>".into(),
-                    error,
-                })?;
-            parse("<stdin>", &text, &mut docs)?;
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => parse("<stdin>", &text, true, &mut loaded),
+                Err(error) => loaded.unusable(
+                    LoadError::Read {
+                        source_name: "<stdin>".into(),
+                        error,
+                    },
+                    true,
+                ),
+            }
         } else {
-            load_path(path, &mut docs)?;
+            load_path(path, true, &mut loaded);
         }
     }
-    Ok(docs)
+    loaded
 }
 
-fn load_path(path: &Path, docs: &mut Vec<Document>) -> Result<(), LoadError> {
+fn is_manifest(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        MANIFEST_EXTENSIONS
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(e))
+    })
+}
+
+fn load_path(path: &Path, explicit: bool, loaded: &mut Loaded) {
     let source_name = path.display().to_string();
     let read_err = |error| LoadError::Read {
         source_name: source_name.clone(),
         error,
     };
     if path.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(read_err)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err)?;
+        let entries: Result<Vec<PathBuf>, _> =
+            std::fs::read_dir(path).and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect());
+        let mut entries = match entries {
+            Ok(entries) => entries,
+            Err(error) => return loaded.unusable(read_err(error), explicit),
+        };
         // Sorted, so output and exit codes do not depend on directory order.
         entries.sort();
         for entry in entries {
-            let is_manifest = entry
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e));
-            if entry.is_dir() || is_manifest {
-                load_path(&entry, docs)?;
+            if entry.is_dir() || is_manifest(&entry) {
+                load_path(&entry, false, loaded);
             }
         }
-        return Ok(());
+        return;
     }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    parse(&source_name, &text, docs)
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&source_name, &text, explicit, loaded),
+        Err(error) => loaded.unusable(read_err(error), explicit),
+    }
 }
 
-fn parse(source_name: &str, text: &str, docs: &mut Vec<Document>) -> Result<(), LoadError> {
+/// The YAML library's message, with the file named where it says
+/// `<input>`, and plain advice where it names its own options.
+fn yaml_message(source_name: &str, document: usize, e: &serde_saphyr::Error) -> String {
+    e.to_string()
+        .replace(
+            "<input>",
+            &format!("{source_name} (document {document}), line"),
+        )
+        .replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            "; remove or rename one of them",
+        )
+}
+
+fn parse(source_name: &str, text: &str, explicit: bool, loaded: &mut Loaded) {
     let parse_err = |document, message: String| LoadError::Parse {
         source_name: source_name.to_owned(),
         document,
         message,
     };
     let trimmed = text.trim_start();
-    let values: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+    let mut values = Vec::new();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
         // JSON parses more strictly and with better messages as JSON.
-        match serde_json::from_str(text).map_err(|e| parse_err(1, e.to_string()))? {
-            Value::Array(items) => items,
-            v => vec![v],
+        match serde_json::from_str(text) {
+            Ok(Value::Array(items)) => values.extend(items.into_iter().map(|v| (1, v))),
+            Ok(v) => values.push((1, v)),
+            Err(e) => return loaded.unusable(parse_err(1, e.to_string()), explicit),
         }
     } else {
-        let mut values = Vec::new();
         for (i, doc) in crate::yaml::documents(text).iter().enumerate() {
-            let value = if doc.trim().is_empty() {
-                Value::Null
-            } else {
-                crate::yaml::from_str(doc).map_err(|e| parse_err(i + 1, e.to_string()))?
-            };
-            values.push(value);
+            if doc.trim().is_empty() {
+                continue;
+            }
+            match crate::yaml::from_str(doc) {
+                Ok(value) => values.push((i + 1, value)),
+                Err(e) => loaded.unusable(
+                    parse_err(i + 1, yaml_message(source_name, i + 1, &e)),
+                    explicit,
+                ),
+            }
         }
-        values
-    };
-    for (i, value) in values.into_iter().enumerate() {
-        push_document(source_name, i + 1, value, docs)?;
     }
-    Ok(())
+    for (document, value) in values {
+        if let Err(e) = push_document(source_name, document, explicit, value, &mut loaded.docs) {
+            loaded.unusable(e, explicit);
+        }
+    }
 }
 
 fn push_document(
     source_name: &str,
     document: usize,
+    explicit: bool,
     value: Value,
     docs: &mut Vec<Document>,
 ) -> Result<(), LoadError> {
@@ -133,16 +189,19 @@ fn push_document(
                     return Err(parse_err(format!("{kind}.items is not a list")));
                 };
                 for item in items {
-                    push_document(source_name, document, item.clone(), docs)?;
+                    push_document(source_name, document, explicit, item.clone(), docs)?;
                 }
                 return Ok(());
             }
             if kind.is_empty() {
-                return Err(parse_err("object has no kind".into()));
+                return Err(parse_err(
+                    "not a Kubernetes object: it has no kind (a values or config file?)".into(),
+                ));
             }
             docs.push(Document {
                 source_name: source_name.to_owned(),
                 document,
+                explicit,
                 value,
             });
             Ok(())
@@ -163,9 +222,14 @@ fn push_document(
 mod tests {
     use super::*;
 
+    /// The documents, or the first unusable input.
     fn parse_all(text: &str) -> Result<Vec<Document>, LoadError> {
-        let mut docs = Vec::new();
-        parse("f.yaml", text, &mut docs).map(|()| docs)
+        let mut loaded = Loaded::default();
+        parse("f.yaml", text, true, &mut loaded);
+        match loaded.unusable.into_iter().next() {
+            Some(u) => Err(u.error),
+            None => Ok(loaded.docs),
+        }
     }
 
     #[test]
@@ -213,5 +277,53 @@ mod tests {
         assert!(e.starts_with("f.yaml: document 2:"), "{e}");
         let e = parse_all("{\"kind\": ").unwrap_err().to_string();
         assert!(e.starts_with("f.yaml: document 1:"), "{e}");
+    }
+
+    #[test]
+    fn the_rest_of_a_file_is_kept_past_a_broken_document() {
+        let mut loaded = Loaded::default();
+        parse(
+            "deploy/app.yaml",
+            "kind: Pod\nmetadata: {name: a}\n---\nkind: [unclosed\n---\nkind: Pod\nmetadata: {name: b}\nmetadata: {name: c}\n---\nkind: Pod\nmetadata: {name: d}\n",
+            false,
+            &mut loaded,
+        );
+        let names: Vec<&str> = loaded
+            .docs
+            .iter()
+            .map(|d| d.value["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "d"]);
+        assert_eq!(loaded.docs[1].document, 4);
+        let errors: Vec<String> = loaded
+            .unusable
+            .iter()
+            .map(|u| u.error.to_string())
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("deploy/app.yaml: document 2:"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].contains("--> deploy/app.yaml (document 2), line"),
+            "{}",
+            errors[0]
+        );
+        assert!(!errors[0].contains("<input>"), "{}", errors[0]);
+        assert!(
+            errors[1].contains("remove or rename one of them"),
+            "{}",
+            errors[1]
+        );
+        assert!(!errors[1].contains("DuplicateKeyPolicy"), "{}", errors[1]);
+        assert!(loaded.unusable.iter().all(|u| !u.explicit));
+    }
+
+    #[test]
+    fn manifest_extensions_ignore_case() {
+        assert!(is_manifest(Path::new("a/B.YAML")) && is_manifest(Path::new("c.Json")));
+        assert!(!is_manifest(Path::new("README.md")) && !is_manifest(Path::new("yaml")));
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use load::{Document, LoadError, load};
-pub use report::{Judged, OutputFormat};
+pub use load::{Document, LoadError, Loaded, Unusable, load};
+pub use report::{Judged, OutputFormat, Source};
 
 use crate::{
     config::{Config, ConfigError},
@@ -29,14 +29,14 @@ pub struct Options {
     pub namespace: String,
     /// Manifest files or directories; `-` reads stdin.
     pub paths: Vec<PathBuf>,
+    /// Unusable input found in a directory fails the run too.
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
 }
 
 /// Exit codes: a finding would be denied.
@@ -45,15 +45,22 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_UNUSABLE: u8 = 2;
 
 /// Runs the command, printing to stdout; returns the process exit code.
+/// Unusable input is reported and the rest judged; it fails the run (exit
+/// 2) when it was named on the command line, or with `--strict`.
 pub fn run(args: &Options) -> Result<u8, CheckError> {
     let config = match &args.config {
         Some(path) => Config::load(path)?.config,
         None => Config::embedded_default(),
     };
-    let docs = load(&args.paths)?;
-    let judged = judge_documents(&config, &docs, &args.namespace)?;
-    print!("{}", report::render(args.output, &judged));
-    Ok(if judged.iter().any(|j| j.verdict.is_denied()) {
+    let Loaded { docs, mut unusable } = load(&args.paths);
+    let judged = judge_documents(&config, &docs, &args.namespace, &mut unusable);
+    print!("{}", report::render(args.output, &judged, &unusable));
+    if args.output == OutputFormat::Json {
+        eprint!("{}", report::unusable_lines(&unusable));
+    }
+    Ok(if unusable.iter().any(|u| u.explicit || args.strict) {
+        EXIT_UNUSABLE
+    } else if judged.iter().any(|j| j.verdict.is_denied()) {
         EXIT_DENY
     } else {
         0
@@ -61,11 +68,13 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
 }
 
 /// Judges every object of a judged kind, knowing the input's own Secrets.
+/// An object of a judged kind that cannot be read is added to `unusable`.
 pub fn judge_documents(
     config: &Config,
     docs: &[Document],
     default_namespace: &str,
-) -> Result<Vec<Judged>, LoadError> {
+    unusable: &mut Vec<Unusable>,
+) -> Vec<Judged> {
     let secrets = legacy_secrets(docs, default_namespace);
     let mut judged = Vec::new();
     for doc in docs {
@@ -82,12 +91,20 @@ pub fn judge_documents(
         let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
             continue;
         };
-        let obj =
-            <ObjectView as Deserialize>::deserialize(&doc.value).map_err(|e| LoadError::Parse {
-                source_name: doc.source_name.clone(),
-                document: doc.document,
-                message: format!("not a readable {kind_name}: {e}"),
-            })?;
+        let obj = match <ObjectView as Deserialize>::deserialize(&doc.value) {
+            Ok(obj) => obj,
+            Err(e) => {
+                unusable.push(Unusable {
+                    error: LoadError::Parse {
+                        source_name: doc.source_name.clone(),
+                        document: doc.document,
+                        message: format!("not a readable {kind_name}: {e}"),
+                    },
+                    explicit: doc.explicit,
+                });
+                continue;
+            }
+        };
         let namespace = obj.namespace_or(default_namespace);
         let verdict = policy::assess(
             &config.policy,
@@ -104,10 +121,14 @@ pub fn judge_documents(
             kind,
             namespace: namespace.to_owned(),
             name: obj.meta().display_name(),
+            source: report::Source {
+                file: doc.source_name.clone(),
+                document: doc.document,
+            },
             verdict,
         });
     }
-    Ok(judged)
+    judged
 }
 
 /// Secrets in the input that are legacy tokens, by type or by annotation.
