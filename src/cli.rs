@@ -56,6 +56,8 @@ impl From<LogFormat> for logging::Format {
 pub enum OutputFormat {
     Table,
     Json,
+    /// SARIF 2.1.0, for code-scanning services.
+    Sarif,
 }
 
 impl From<OutputFormat> for check::OutputFormat {
@@ -63,6 +65,7 @@ impl From<OutputFormat> for check::OutputFormat {
         match f {
             OutputFormat::Table => check::OutputFormat::Table,
             OutputFormat::Json => check::OutputFormat::Json,
+            OutputFormat::Sarif => check::OutputFormat::Sarif,
         }
     }
 }

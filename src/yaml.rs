@@ -13,11 +13,12 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Erro
 /// Splits a YAML stream into its documents, keeping empty ones so that
 /// positions match what a person counts in the file. A `---` line starts a
 /// document (anything after it on the line belongs to that document); a
-/// `...` line ends one.
-pub fn documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
+/// `...` line ends one. Each comes with the 1-based line of the file its
+/// text starts on, so that a line within a document is a line of the file.
+pub fn documents_at(text: &str) -> Vec<(usize, String)> {
+    let mut docs = vec![(1, String::new())];
     let mut started = false;
-    for line in text.lines() {
+    for (i, line) in text.lines().enumerate() {
         let marker = |m: &str| {
             line == m
                 || line
@@ -25,17 +26,19 @@ pub fn documents(text: &str) -> Vec<String> {
                     .is_some_and(|r| r.starts_with([' ', '\t']))
         };
         if marker("---") {
-            if started || !docs[0].trim().is_empty() {
-                docs.push(String::new());
+            if started || !docs[0].1.trim().is_empty() {
+                docs.push((i + 1, String::new()));
+            } else {
+                docs[0].0 = i + 1;
             }
             started = true;
-            if let Some(last) = docs.last_mut() {
+            if let Some((_, last)) = docs.last_mut() {
                 last.push_str(line[3..].trim_start());
                 last.push('\n');
             }
         } else if marker("...") {
             started = false;
-        } else if let Some(last) = docs.last_mut() {
+        } else if let Some((_, last)) = docs.last_mut() {
             last.push_str(line);
             last.push('\n');
         }
@@ -49,16 +52,18 @@ mod tests {
 
     #[test]
     fn splits_on_markers_only_at_line_start() {
-        let docs = documents("a: 1\n---\nb: |\n  --- not a marker\n--- {c: 3}\n");
+        let at = documents_at("a: 1\n---\nb: |\n  --- not a marker\n--- {c: 3}\n");
+        assert_eq!(at.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 2, 5]);
+        let docs: Vec<String> = at.into_iter().map(|(_, d)| d).collect();
         assert_eq!(docs.len(), 3);
         assert!(docs[1].contains("--- not a marker"));
         assert_eq!(docs[2].trim(), "{c: 3}");
         assert_eq!(
-            documents("---\na: 1\n").len(),
+            documents_at("---\na: 1\n").len(),
             1,
             "a leading marker opens document 1"
         );
-        assert_eq!(documents("---\n---\na: 1\n").len(), 2);
+        assert_eq!(documents_at("---\n---\na: 1\n").len(), 2);
     }
 
     #[test]

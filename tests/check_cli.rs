@@ -819,3 +819,72 @@ fn a_repository_scan_keeps_going_and_says_where_each_object_came_from() {
     );
     assert!(text.contains("2 object(s) judged, 1 exempt, 1 with findings: 1 deny, 0 label, 0 warn; 3 unusable input(s)"), "{text}");
 }
+
+#[test]
+fn sarif_points_at_the_line_of_each_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), KEY_ROTATION);
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    // The denied mount is in the second document, well down the file.
+    let text = format!(
+        "# comment\n{}---\n{}",
+        pod(PLAIN_POD, "first"),
+        pod(SUBPATH_POD, "second")
+    );
+    std::fs::write(repo.join("app.yaml"), &text).unwrap();
+    std::fs::write(repo.join("values.yaml"), "replicas: 3\n").unwrap();
+    let want_line = text
+        .lines()
+        .position(|l| l.contains("subPath: token"))
+        .unwrap()
+        + 1;
+
+    let out = check(
+        &["--config", &config, "-o", "sarif", repo.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // What SARIF 2.1.0 requires of a log, a run, its tool and each result.
+    assert_eq!(sarif["version"], "2.1.0");
+    assert!(sarif["$schema"].as_str().unwrap().contains("sarif-2.1.0"));
+    let run = &sarif["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "issuer-guard");
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{sarif:#}");
+    let r = &results[0];
+    assert_eq!(r["ruleId"], "token-subpath");
+    assert_eq!(
+        rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"],
+        r["ruleId"]
+    );
+    assert_eq!(r["level"], "error");
+    assert!(
+        r["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Pod/default/second")
+    );
+    let location = &r["locations"][0]["physicalLocation"];
+    assert!(
+        location["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("repo/app.yaml")
+    );
+    assert_eq!(location["region"]["startLine"], want_line, "{text}");
+    // The values file is a notification of the run, not a result.
+    let notes = run["invocations"][0]["toolExecutionNotifications"]
+        .as_array()
+        .unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["level"], "warning");
+    assert!(
+        notes[0]["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("values.yaml")
+    );
+}

@@ -4,6 +4,7 @@
 use std::{
     io::Read,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde_json::Value;
@@ -23,6 +24,17 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The file (or `<stdin>`) the error is about.
+    pub fn source_name(&self) -> &str {
+        match self {
+            LoadError::Read { source_name, .. } | LoadError::Parse { source_name, .. } => {
+                source_name
+            }
+        }
+    }
+}
+
 /// One object from the input, with where it came from.
 #[derive(Debug)]
 pub struct Document {
@@ -32,6 +44,12 @@ pub struct Document {
     /// Named on the command line (or stdin), not found in a directory.
     pub explicit: bool,
     pub value: Value,
+    /// Where the object's text is, for reports that point at a line: the
+    /// document's text, the file line it starts on, and the path of the
+    /// object within it (`items[2]` of a `List`, `[0]` of a JSON array).
+    pub text: Arc<str>,
+    pub first_line: usize,
+    pub prefix: String,
 }
 
 /// Input that could not be used. A scan of a repository meets values
@@ -132,52 +150,79 @@ fn yaml_message(source_name: &str, document: usize, e: &serde_saphyr::Error) -> 
         )
 }
 
+/// Where a document is: its file, position, text and first line.
+struct At<'s> {
+    source_name: &'s str,
+    document: usize,
+    explicit: bool,
+    text: Arc<str>,
+    first_line: usize,
+}
+
 fn parse(source_name: &str, text: &str, explicit: bool, loaded: &mut Loaded) {
     let parse_err = |document, message: String| LoadError::Parse {
         source_name: source_name.to_owned(),
         document,
         message,
     };
+    let at = |document, text: Arc<str>, first_line| At {
+        source_name,
+        document,
+        explicit,
+        text,
+        first_line,
+    };
     let trimmed = text.trim_start();
-    let mut values = Vec::new();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         // JSON parses more strictly and with better messages as JSON.
-        match serde_json::from_str(text) {
-            Ok(Value::Array(items)) => values.extend(items.into_iter().map(|v| (1, v))),
-            Ok(v) => values.push((1, v)),
-            Err(e) => return loaded.unusable(parse_err(1, e.to_string()), explicit),
+        let whole: Arc<str> = Arc::from(text);
+        let result = match serde_json::from_str(text) {
+            Ok(Value::Array(items)) => items.into_iter().enumerate().try_for_each(|(i, v)| {
+                push_document(
+                    &at(1, whole.clone(), 1),
+                    format!("[{i}]"),
+                    v,
+                    &mut loaded.docs,
+                )
+            }),
+            Ok(v) => push_document(&at(1, whole, 1), String::new(), v, &mut loaded.docs),
+            Err(e) => Err(parse_err(1, e.to_string())),
+        };
+        if let Err(e) = result {
+            loaded.unusable(e, explicit);
         }
-    } else {
-        for (i, doc) in crate::yaml::documents(text).iter().enumerate() {
-            if doc.trim().is_empty() {
-                continue;
-            }
-            match crate::yaml::from_str(doc) {
-                Ok(value) => values.push((i + 1, value)),
-                Err(e) => loaded.unusable(
+        return;
+    }
+    for (i, (first_line, doc)) in crate::yaml::documents_at(text).into_iter().enumerate() {
+        if doc.trim().is_empty() {
+            continue;
+        }
+        let value = match crate::yaml::from_str(&doc) {
+            Ok(value) => value,
+            Err(e) => {
+                loaded.unusable(
                     parse_err(i + 1, yaml_message(source_name, i + 1, &e)),
                     explicit,
-                ),
+                );
+                continue;
             }
-        }
-    }
-    for (document, value) in values {
-        if let Err(e) = push_document(source_name, document, explicit, value, &mut loaded.docs) {
+        };
+        let here = at(i + 1, Arc::from(doc), first_line);
+        if let Err(e) = push_document(&here, String::new(), value, &mut loaded.docs) {
             loaded.unusable(e, explicit);
         }
     }
 }
 
 fn push_document(
-    source_name: &str,
-    document: usize,
-    explicit: bool,
+    at: &At<'_>,
+    prefix: String,
     value: Value,
     docs: &mut Vec<Document>,
 ) -> Result<(), LoadError> {
     let parse_err = |message: String| LoadError::Parse {
-        source_name: source_name.to_owned(),
-        document,
+        source_name: at.source_name.to_owned(),
+        document: at.document,
         message,
     };
     match value {
@@ -188,8 +233,9 @@ fn push_document(
                 let Some(Value::Array(items)) = map.get("items") else {
                     return Err(parse_err(format!("{kind}.items is not a list")));
                 };
-                for item in items {
-                    push_document(source_name, document, explicit, item.clone(), docs)?;
+                let dot = if prefix.is_empty() { "" } else { "." };
+                for (i, item) in items.iter().enumerate() {
+                    push_document(at, format!("{prefix}{dot}items[{i}]"), item.clone(), docs)?;
                 }
                 return Ok(());
             }
@@ -199,10 +245,13 @@ fn push_document(
                 ));
             }
             docs.push(Document {
-                source_name: source_name.to_owned(),
-                document,
-                explicit,
+                source_name: at.source_name.to_owned(),
+                document: at.document,
+                explicit: at.explicit,
                 value,
+                text: at.text.clone(),
+                first_line: at.first_line,
+                prefix,
             });
             Ok(())
         }

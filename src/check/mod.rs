@@ -1,8 +1,10 @@
 //! `issuer-guard check`: judges manifests offline with the webhook's rules
 //! and decisions, so a CI pipeline sees what admission would do.
 
+mod lines;
 mod load;
 mod report;
+mod sarif;
 
 use std::path::PathBuf;
 
@@ -124,6 +126,9 @@ pub fn judge_documents(
             source: report::Source {
                 file: doc.source_name.clone(),
                 document: doc.document,
+                text: doc.text.clone(),
+                first_line: doc.first_line,
+                prefix: doc.prefix.clone(),
             },
             verdict,
         });

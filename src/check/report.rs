@@ -14,14 +14,22 @@ use crate::{
 pub enum OutputFormat {
     Table,
     Json,
+    Sarif,
 }
 
 /// Where an object was read: its file (or `<stdin>`) and the 1-based
-/// document in it.
+/// document in it; and, for reports that point at lines, the document's
+/// text, its first line in the file and the object's path within it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Source {
     pub file: String,
     pub document: usize,
+    #[serde(skip)]
+    pub text: std::sync::Arc<str>,
+    #[serde(skip)]
+    pub first_line: usize,
+    #[serde(skip)]
+    pub prefix: String,
 }
 
 /// One judged object.
@@ -66,6 +74,7 @@ pub fn render(format: OutputFormat, judged: &[Judged], unusable: &[Unusable]) ->
     match format {
         OutputFormat::Json => json(judged),
         OutputFormat::Table => table(judged, unusable),
+        OutputFormat::Sarif => super::sarif::render(judged, unusable),
     }
 }
 
