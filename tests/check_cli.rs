@@ -28,6 +28,7 @@ fn check(args: &[&str], stdin: Option<&str>) -> Output {
         .env_remove("ISSUER_GUARD_CONFIG")
         .env_remove("ISSUER_GUARD_OUTPUT")
         .env_remove("ISSUER_GUARD_NAMESPACE")
+        .env_remove("ISSUER_GUARD_STRICT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -887,4 +888,81 @@ fn sarif_points_at_the_line_of_each_finding() {
             .unwrap()
             .contains("values.yaml")
     );
+}
+
+/// `check -o json` on `dir` as `FILE OBJECT RULE ACTION` lines (and
+/// `FILE OBJECT exempt`), with the stderr it wrote.
+fn finding_lines(config: &str, dir: &str) -> (Vec<String>, String) {
+    let out = check(&["--config", config, "-o", "json", dir], None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut lines = Vec::new();
+    for o in stdout_json(&out) {
+        let file = o["source"]["file"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let object = format!(
+            "{}/{}/{}",
+            o["kind"].as_str().unwrap(),
+            o["namespace"].as_str().unwrap(),
+            o["name"].as_str().unwrap()
+        );
+        if o["exempt"] == true {
+            lines.push(format!("{file} {object} exempt"));
+        }
+        for f in o["findings"].as_array().unwrap() {
+            lines.push(format!(
+                "{file} {object} {} {}",
+                f["rule"].as_str().unwrap(),
+                f["action"].as_str().unwrap()
+            ));
+        }
+    }
+    (lines, stderr)
+}
+
+#[test]
+fn real_manifests_from_public_projects_judged_as_expected() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/real");
+    let manifests: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(manifests.len() >= 15, "{}", manifests.len());
+    for m in &manifests {
+        let text = std::fs::read_to_string(m).unwrap();
+        assert!(
+            text.starts_with("# Source: https://github.com/"),
+            "{} cites no source",
+            m.display()
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for (rotation, expected) in [
+        (
+            "{retiringIssuers: ['https://old.example.com']}",
+            "expected-issuer-change.txt",
+        ),
+        ("{retiringKeyIds: [kid-a]}", "expected-key-rotation.txt"),
+    ] {
+        let config = config_file(
+            tmp.path(),
+            &format!(
+                "generation: {{static: {{number: 2, issuer: 'https://new.example.com', keyId: kid-b}}}}\nrotation: {rotation}\nmode: enforce\n"
+            ),
+        );
+        let (got, stderr) = finding_lines(&config, dir);
+        assert!(stderr.is_empty(), "every real manifest is usable: {stderr}");
+        let want: Vec<String> = std::fs::read_to_string(std::path::Path::new(dir).join(expected))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(got, want, "{expected}");
+    }
 }
