@@ -18,7 +18,10 @@ use crate::{
     config::{Config, ConfigError},
     object::{Kind, ObjectView},
     policy,
-    rules::{LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE},
+    rules::{
+        CredentialConfigs, LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION,
+        SERVICE_ACCOUNT_TOKEN_TYPE,
+    },
 };
 
 /// What to check, and how to report it.
@@ -78,6 +81,7 @@ pub fn judge_documents(
     unusable: &mut Vec<Unusable>,
 ) -> Vec<Judged> {
     let secrets = legacy_secrets(docs, default_namespace);
+    let credentials = credential_configs(docs, default_namespace);
     let mut judged = Vec::new();
     for doc in docs {
         let api_version = doc
@@ -110,7 +114,7 @@ pub fn judge_documents(
         let namespace = obj.namespace_or(default_namespace);
         let verdict = policy::assess(
             &config.policy,
-            &config.context(&secrets),
+            &config.context_with(&secrets, &credentials),
             policy::Subject {
                 kind,
                 namespace,
@@ -134,6 +138,31 @@ pub fn judge_documents(
         });
     }
     judged
+}
+
+/// Cloud credential configurations in the input's ConfigMaps.
+fn credential_configs(docs: &[Document], default_namespace: &str) -> CredentialConfigs {
+    let mut configs = CredentialConfigs::default();
+    for v in docs.iter().map(|d| &d.value) {
+        if v.get("kind").and_then(Value::as_str) != Some("ConfigMap") {
+            continue;
+        }
+        let meta = v.get("metadata");
+        let str_at = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+        let Some(name) = str_at("name") else { continue };
+        let namespace = str_at("namespace").unwrap_or(default_namespace);
+        for (key, value) in v
+            .get("data")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(text) = value.as_str() {
+                configs.insert(namespace, name, key, text);
+            }
+        }
+    }
+    configs
 }
 
 /// Secrets in the input that are legacy tokens, by type or by annotation.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     policy::{Action, Mode, Policy},
-    rules::{Context, RuleId, SecretIndex},
+    rules::{Context, CredentialIndex, NO_CREDENTIALS, RuleId, SecretIndex},
     state::{Generation, Pattern, Rotation},
 };
 use file::{ConfigFile, RotationFile};
@@ -202,10 +202,20 @@ impl Config {
 
     /// What the rules may know, with `secrets` as the legacy token index.
     pub fn context<'a>(&'a self, secrets: &'a dyn SecretIndex) -> Context<'a> {
+        self.context_with(secrets, &NO_CREDENTIALS)
+    }
+
+    /// [`Config::context`], knowing cloud credential configurations too.
+    pub fn context_with<'a>(
+        &'a self,
+        secrets: &'a dyn SecretIndex,
+        credentials: &'a dyn CredentialIndex,
+    ) -> Context<'a> {
         Context {
             rotation: &self.rotation,
             current_issuer: &self.generation.issuer,
             secrets,
+            credentials,
         }
     }
 }

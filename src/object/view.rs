@@ -234,6 +234,18 @@ pub struct VolumeView<'a> {
     pub secret: Option<SecretVolumeView<'a>>,
     #[serde(default)]
     pub projected: Option<ProjectedView<'a>>,
+    /// Read for cloud credential configurations a pod mounts.
+    #[serde(default)]
+    pub config_map: Option<ConfigMapVolumeView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ConfigMapVolumeView<'a> {
+    #[serde(default)]
+    pub name: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub items: Vec<KeyToPathView<'a>>,
 }
 
 /// A Secret a volume carries: the volume's own `secret`, or one of its

@@ -1,10 +1,66 @@
 //! Federation recognised by its consumer rather than its audience. IRSA and
 //! Azure workload identity accept custom audiences; what makes a projected
 //! token federated is a cloud SDK in the same container reading it, which
-//! it does from the file an environment variable names.
+//! it does from the file an environment variable names, or, for Google,
+//! from the file an `external_account` credential configuration names.
 
-use super::FederatedParty;
-use crate::object::{MountView, PodSpecRef};
+use std::collections::HashMap;
+
+use super::{Context, FederatedParty};
+use crate::object::{ContainerView, MountView, PodSpecRef};
+
+/// Google's SDKs read the credential configuration this names.
+const GOOGLE_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
+/// `external_account` credential configurations kept in ConfigMaps: the
+/// token file each reads (`credential_source.file`).
+pub trait CredentialIndex: Send + Sync {
+    fn token_file(&self, namespace: &str, config_map: &str, key: &str) -> Option<&str>;
+}
+
+/// For the webhook, which keeps no ConfigMaps.
+pub struct NoCredentials;
+
+pub static NO_CREDENTIALS: NoCredentials = NoCredentials;
+
+impl CredentialIndex for NoCredentials {
+    fn token_file(&self, _: &str, _: &str, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// The credential configurations of `check`'s input.
+#[derive(Debug, Default)]
+pub struct CredentialConfigs {
+    files: HashMap<(String, String, String), String>,
+}
+
+impl CredentialConfigs {
+    /// Records `value` of ConfigMap key `key` if it is an `external_account`
+    /// configuration that reads its subject token from a file.
+    pub fn insert(&mut self, namespace: &str, config_map: &str, key: &str, value: &str) {
+        let Ok(config) = serde_json::from_str::<serde_json::Value>(value) else {
+            return;
+        };
+        if config["type"] != "external_account" {
+            return;
+        }
+        if let Some(file) = config["credential_source"]["file"].as_str() {
+            self.files.insert(
+                (namespace.to_owned(), config_map.to_owned(), key.to_owned()),
+                file.to_owned(),
+            );
+        }
+    }
+}
+
+impl CredentialIndex for CredentialConfigs {
+    fn token_file(&self, namespace: &str, config_map: &str, key: &str) -> Option<&str> {
+        self.files
+            .get(&(namespace.to_owned(), config_map.to_owned(), key.to_owned()))
+            .map(String::as_str)
+    }
+}
 
 /// The variables the SDKs read a web-identity token file from.
 const READERS: [(&str, FederatedParty<'static>); 2] = [
@@ -19,6 +75,8 @@ const READERS: [(&str, FederatedParty<'static>); 2] = [
 /// `volume`, and how that was seen: the variable and its container.
 pub(super) fn reader(
     pod: &PodSpecRef<'_, '_>,
+    ctx: &Context<'_>,
+    ns: &str,
     volume: &str,
     token_path: &str,
 ) -> Option<(FederatedParty<'static>, String)> {
@@ -27,6 +85,9 @@ pub(super) fn reader(
             let Some(file) = token_file(m, token_path) else {
                 continue;
             };
+            if let Some(how) = google_reader(pod, ctx, ns, c, &file) {
+                return Some((FederatedParty::GcpWorkloadIdentityFederation, how));
+            }
             for e in &c.env {
                 let Some((_, party)) = READERS.iter().find(|(name, _)| **name == *e.name) else {
                     continue;
@@ -56,4 +117,59 @@ fn token_file(m: &MountView<'_>, token_path: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Whether `GOOGLE_APPLICATION_CREDENTIALS` in `c` names a credential
+/// configuration, mounted from a ConfigMap, that reads `file`.
+fn google_reader(
+    pod: &PodSpecRef<'_, '_>,
+    ctx: &Context<'_>,
+    ns: &str,
+    c: &ContainerView<'_>,
+    file: &str,
+) -> Option<String> {
+    let config_path = c
+        .env
+        .iter()
+        .find(|e| *e.name == *GOOGLE_CREDENTIALS)?
+        .value
+        .as_deref()?;
+    for m in &c.volume_mounts {
+        let Some(cm) = pod.volume(&m.name).and_then(|v| v.config_map.as_ref()) else {
+            continue;
+        };
+        let Some(name) = cm.name.as_deref() else {
+            continue;
+        };
+        let mount = m.mount_path.trim_end_matches('/');
+        // The key the config was read from: the mount itself by subPath,
+        // or a file under it, renamed by `items` or named as its key.
+        let key = match m.sub_path.as_deref() {
+            Some(sub) if config_path == mount => sub,
+            Some(_) => continue,
+            None => match config_path
+                .strip_prefix(mount)
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                Some(rest) => rest,
+                None => continue,
+            },
+        };
+        // With `items`, only the listed paths exist in the volume.
+        let key = if cm.items.is_empty() {
+            key
+        } else {
+            match cm.items.iter().find(|i| *i.path == *key) {
+                Some(item) => &*item.key,
+                None => continue,
+            }
+        };
+        if ctx.credentials.token_file(ns, name, key) == Some(file) {
+            return Some(format!(
+                "{GOOGLE_CREDENTIALS} in container \"{}\", an external_account configuration in ConfigMap \"{name}\"",
+                &*c.name
+            ));
+        }
+    }
+    None
 }

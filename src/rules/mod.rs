@@ -13,6 +13,7 @@ mod secrets;
 mod subpath;
 
 pub use audience::{FederatedParty, federated_party};
+pub use consumer::{CredentialConfigs, CredentialIndex, NO_CREDENTIALS};
 pub use finding::{Finding, MAX_WARNING_CHARS, truncate_chars};
 pub use id::RuleId;
 pub use secrets::{
@@ -42,6 +43,9 @@ pub struct Context<'a> {
     /// The issuer new tokens are minted by, named in fixes.
     pub current_issuer: &'a str,
     pub secrets: &'a dyn SecretIndex,
+    /// Cloud credential configurations (`external_account`) in ConfigMaps:
+    /// known to `check` from its input, unknown to the webhook.
+    pub credentials: &'a dyn CredentialIndex,
 }
 
 /// Runs every rule over one pod spec, appending findings to `out` so that a
@@ -49,7 +53,7 @@ pub struct Context<'a> {
 pub fn judge(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, namespace: &str, out: &mut Vec<Finding>) {
     legacy::check(pod, ctx, namespace, out);
     subpath::check(pod, ctx, namespace, out);
-    projection::check(pod, ctx, out);
+    projection::check(pod, ctx, namespace, out);
 }
 
 #[cfg(test)]

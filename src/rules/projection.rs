@@ -9,7 +9,7 @@ use super::{
 };
 use crate::object::{PodSpecRef, TokenProjectionView};
 
-pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Finding>) {
     if !ctx.rotation.declared() {
         return;
     }
@@ -32,7 +32,7 @@ pub(super) fn check(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, out: &mut Vec<F
             refresh(&at, ctx, out);
             if let Some(audience) = t.audience.as_deref() {
                 retiring_audience(&at, audience, ctx, out);
-                federated(pod, &at, audience, ctx, out);
+                federated(pod, &at, audience, ctx, ns, out);
             }
         }
     }
@@ -110,6 +110,7 @@ fn federated<F: Fn() -> String>(
     at: &Source<'_, F>,
     audience: &str,
     ctx: &Context<'_>,
+    ns: &str,
     out: &mut Vec<Finding>,
 ) {
     let r = ctx.rotation;
@@ -123,7 +124,7 @@ fn federated<F: Fn() -> String>(
     // the token: the message says which.
     let (party, read_by) = match federated_party(audience, r) {
         Some(party) => (party.describe(), String::new()),
-        None => match consumer::reader(pod, at.volume, &at.token.path) {
+        None => match consumer::reader(pod, ctx, ns, at.volume, &at.token.path) {
             Some((party, how)) => (party.describe(), format!(" (read through {how})")),
             None => return,
         },

@@ -39,8 +39,9 @@ fn key_rotation() -> Rotation {
     }
 }
 
-/// Judges the first non-Secret object of `yaml`, knowing the file's Secrets
-/// that carry the service-account annotation as legacy tokens.
+/// Judges the first object of `yaml` that is no Secret or ConfigMap,
+/// knowing the file's Secrets that carry the service-account annotation as
+/// legacy tokens and its ConfigMaps' credential configurations.
 fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
     let mut secrets = LegacySecrets::default();
@@ -52,7 +53,21 @@ fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
             );
         }
     }
-    let doc = docs.iter().find(|d| d["kind"] != "Secret").unwrap();
+    let mut credentials = CredentialConfigs::default();
+    for d in docs.iter().filter(|d| d["kind"] == "ConfigMap") {
+        for (key, value) in d["data"].as_object().into_iter().flatten() {
+            credentials.insert(
+                d["metadata"]["namespace"].as_str().unwrap_or("default"),
+                d["metadata"]["name"].as_str().unwrap(),
+                key,
+                value.as_str().unwrap_or_default(),
+            );
+        }
+    }
+    let doc = docs
+        .iter()
+        .find(|d| d["kind"] != "Secret" && d["kind"] != "ConfigMap")
+        .unwrap();
     let kind = Kind::from_api_version(
         doc["apiVersion"].as_str().unwrap(),
         doc["kind"].as_str().unwrap(),
@@ -70,6 +85,7 @@ fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
         rotation,
         current_issuer: NEW_ISSUER,
         secrets: &secrets,
+        credentials: &credentials,
     };
     let mut out = Vec::new();
     judge(&pod, &ctx, &ns, &mut out);
@@ -614,4 +630,69 @@ spec:
         "--token-path=/etc/agent/sa-token",
     );
     assert_eq!(judge_yaml(&joined, &key_rotation()).len(), 2);
+}
+
+/// A GKE-style workload identity federation Pod: an `external_account`
+/// credential configuration in a ConfigMap names the projected token file.
+fn google_pod(audience: &str, credential_file: &str, mounted_as: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: gcp-creds, namespace: prod}}
+data:
+  config: |
+    {{"type": "external_account", "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+      "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_url": "https://sts.googleapis.com/v1/token",
+      "credential_source": {{"file": "{credential_file}"}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: app, namespace: prod}}
+spec:
+  containers:
+  - name: app
+    image: app:1
+    env:
+    - {{name: GOOGLE_APPLICATION_CREDENTIALS, value: /etc/gcp/{mounted_as}}}
+    volumeMounts:
+    - {{name: token, mountPath: /var/run/secrets/tokens/gcp-ksa}}
+    - {{name: creds, mountPath: /etc/gcp}}
+  volumes:
+  - name: token
+    projected:
+      sources:
+      - serviceAccountToken: {{audience: "{audience}", expirationSeconds: 3600, path: token}}
+  - name: creds
+    configMap:
+      name: gcp-creds
+      items: [{{key: config, path: credential-configuration.json}}]
+"#
+    )
+}
+
+#[test]
+fn google_federation_recognised_by_its_credential_configuration() {
+    let token = "/var/run/secrets/tokens/gcp-ksa/token";
+    let y = google_pod("custom-aud", token, "credential-configuration.json");
+    let f = judge_yaml(&y, &issuer_change());
+    assert_eq!(rules_of(&f), [RuleId::FederatedAudienceUntrusted], "{f:#?}");
+    assert!(f[0].message.contains("GCP"), "{}", f[0].message);
+    assert!(
+        f[0].message.contains("GOOGLE_APPLICATION_CREDENTIALS")
+            && f[0].message.contains("gcp-creds"),
+        "the finding names the signal: {}",
+        f[0].message
+    );
+    // The configuration reads another file, or the variable names a file
+    // that is not the configuration: not this token's reader.
+    for y in [
+        google_pod(
+            "custom-aud",
+            "/var/run/secrets/other/token",
+            "credential-configuration.json",
+        ),
+        google_pod("custom-aud", token, "config"),
+    ] {
+        assert!(judge_yaml(&y, &issuer_change()).is_empty(), "{y}");
+    }
 }
