@@ -1062,6 +1062,14 @@ async fn shutdown_delay_keeps_serving_while_unready() {
         .await
         .expect("the listener is still open during the delay");
     assert_eq!(resp.status(), 200);
+    // The client is asked to close the connection after this answer, so it
+    // never sends a review on a connection the drain is about to close.
+    assert_eq!(
+        resp.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     let exit = server.wait_exit(WAIT).await;
     assert!(exit.success(), "{exit:?}");
     assert!(

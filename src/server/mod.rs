@@ -196,6 +196,7 @@ pub async fn run_with_routes(
         args.max_body_bytes,
         args.request_timeout,
         budget,
+        readiness.clone(),
     );
     let limits = Limits {
         handshake_timeout: args.request_timeout,

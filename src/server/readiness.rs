@@ -27,6 +27,10 @@ impl Readiness {
         self.shutting_down.store(true, Ordering::Release);
     }
 
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// `Ok` when ready, otherwise every reason it is not.
     pub fn check(&self) -> Result<(), Vec<&'static str>> {
         let mut missing = Vec::new();

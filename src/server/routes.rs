@@ -41,16 +41,21 @@ pub fn reviews(reviews: Reviews) -> Router {
 }
 
 /// Wraps the webhook handlers in the body limit, the memory budget and the
-/// request deadline.
+/// request deadline, and closes connections once shutting down.
 pub fn webhooks(
     handlers: Router,
     max_body_bytes: usize,
     deadline: Duration,
     budget: Budget,
+    readiness: Arc<Readiness>,
 ) -> Router {
     // Outermost last: the declared length is checked first, then the
     // deadline starts, and waiting for the memory budget counts against it.
     handlers
+        .layer(middleware::from_fn_with_state(
+            readiness,
+            close_when_draining,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(budget, budget::reserve))
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
@@ -58,6 +63,27 @@ pub fn webhooks(
             max_body_bytes,
             declared_length,
         ))
+}
+
+/// Once shutting down, every answer asks the client to close its
+/// connection. The drain must close idle keep-alive connections, and a
+/// client that sends a review on one just as it is closed sees EOF: Go's
+/// HTTP client, the API server's, does not retry a POST it has written, so
+/// with `failurePolicy: Fail` that admission fails. A connection the client
+/// closes itself after its last answer cannot race so. Through the shutdown
+/// delay, the connections in use are closed this way, one answer at a time.
+async fn close_when_draining(
+    State(readiness): State<Arc<Readiness>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if readiness.is_shutting_down() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Closing a connection with unread bytes in it makes the kernel reset it,
