@@ -43,6 +43,8 @@ impl Budget {
     /// `total` must be at least `max_body`, or a largest request could
     /// never be admitted.
     pub fn new(total: usize, max_body: usize, waits: Counter) -> Self {
+        // A semaphore holds at most MAX_PERMITS; more would be no bound.
+        let total = total.min(Semaphore::MAX_PERMITS);
         Self {
             bytes: Arc::new(Semaphore::new(total)),
             total,
