@@ -52,16 +52,17 @@ pub fn webhooks(
     // Outermost last: the declared length is checked first, then the
     // deadline starts, and waiting for the memory budget counts against it.
     handlers
-        .layer(middleware::from_fn_with_state(
-            readiness,
-            close_when_draining,
-        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(budget, budget::reserve))
         .layer(middleware::from_fn_with_state(deadline, with_deadline))
         .layer(middleware::from_fn_with_state(
             max_body_bytes,
             declared_length,
+        ))
+        // Outermost, so that every answer, refusals included, carries it.
+        .layer(middleware::from_fn_with_state(
+            readiness,
+            close_when_draining,
         ))
 }
 
