@@ -68,6 +68,9 @@ pub struct Unusable {
 pub struct Loaded {
     pub docs: Vec<Document>,
     pub unusable: Vec<Unusable>,
+    /// Directories walked, as canonical paths: a symlink back up the tree
+    /// would otherwise have every file under it judged again at each level.
+    walked: std::collections::HashSet<PathBuf>,
 }
 
 impl Loaded {
@@ -115,6 +118,11 @@ fn load_path(path: &Path, explicit: bool, loaded: &mut Loaded) {
         error,
     };
     if path.is_dir() {
+        if let Ok(canonical) = path.canonicalize()
+            && !loaded.walked.insert(canonical)
+        {
+            return;
+        }
         let entries: Result<Vec<PathBuf>, _> =
             std::fs::read_dir(path).and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect());
         let mut entries = match entries {
@@ -374,5 +382,30 @@ mod tests {
     fn manifest_extensions_ignore_case() {
         assert!(is_manifest(Path::new("a/B.YAML")) && is_manifest(Path::new("c.Json")));
         assert!(!is_manifest(Path::new("README.md")) && !is_manifest(Path::new("yaml")));
+    }
+
+    #[test]
+    fn a_symlink_loop_is_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(
+            sub.join("pod.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path(), sub.join("loop")).unwrap();
+        let loaded = load(&[dir.path().to_path_buf()]);
+        assert_eq!(
+            loaded.docs.len(),
+            1,
+            "{:?}",
+            loaded
+                .docs
+                .iter()
+                .map(|d| &d.source_name)
+                .collect::<Vec<_>>()
+        );
+        assert!(loaded.unusable.is_empty(), "{:?}", loaded.unusable);
     }
 }

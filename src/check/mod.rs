@@ -57,7 +57,9 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
         Some(path) => Config::load(path)?.config,
         None => Config::embedded_default(),
     };
-    let Loaded { docs, mut unusable } = load(&args.paths);
+    let Loaded {
+        docs, mut unusable, ..
+    } = load(&args.paths);
     let judged = judge_documents(&config, &docs, &args.namespace, &mut unusable);
     print!("{}", report::render(args.output, &judged, &unusable));
     if args.output == OutputFormat::Json {
