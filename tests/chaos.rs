@@ -138,19 +138,9 @@ impl Replica {
     async fn start(&mut self) {
         self.starts += 1;
         let log = self.dir.join(format!("{}.{}.log", self.name, self.starts));
-        self.process = Some(Proc::spawn(
-            &self.name,
-            &support::issuer_guard_bin(),
-            &self.args,
-            log,
-        ));
-        let deadline = Deadline::new(format!("{} /readyz", self.name), Duration::from_secs(60));
-        while self.get("/readyz").await.map(|(s, _)| s) != Some(200) {
-            if let Some(p) = self.process.as_mut() {
-                p.assert_running();
-            }
-            deadline.tick().await;
-        }
+        let mut process = Proc::spawn(&self.name, &support::issuer_guard_bin(), &self.args, log);
+        process.wait_ready(&self.health.to_string()).await;
+        self.process = Some(process);
     }
 
     /// SIGTERM, as a rolling update sends it; the replica must exit 0.

@@ -933,17 +933,7 @@ async fn the_secret_cache_recovers_from_api_server_restarts() {
         )
         .await
         .expect("create a ServiceAccount");
-    Api::<Secret>::namespaced(cp.client.clone(), NS)
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "late-token", "annotations": {"kubernetes.io/service-account.name": "late"}},
-                "type": "kubernetes.io/service-account-token",
-            }))
-            .expect("a Secret"),
-        )
-        .await
-        .expect("create a legacy token Secret");
+    api::legacy_token_secret(&cp.client, "late", "late-token").await;
     let created = std::time::Instant::now();
     let reader = pod("late-reader", json!([env_reader("late-token")]), json!([]));
     eventually(

@@ -30,7 +30,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    ControlPlane, Deadline, NS, ServiceAccountFlags, api, binaries, eventually,
+    ControlPlane, NS, ServiceAccountFlags, api, binaries, eventually,
     process::{Proc, free_port},
     webhook::{GENERATION_LABEL, write_atomically},
 };
@@ -239,31 +239,6 @@ fn bad_values_are_refused_with_a_clear_message() {
     }
 }
 
-/// The host process, run as the chart would run it.
-struct HostWebhook {
-    _process: Proc,
-    health: String,
-}
-
-impl HostWebhook {
-    async fn ready(&mut self) {
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let deadline = Deadline::new("the host webhook's /readyz", Duration::from_secs(60));
-        loop {
-            self._process.assert_running();
-            if http
-                .get(format!("{}/readyz", self.health))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            deadline.tick().await;
-        }
-    }
-}
-
 async fn secret_data(client: &Client, ns: &str, name: &str) -> Vec<(String, Vec<u8>)> {
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get(name)
@@ -449,26 +424,23 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     };
     let (sa_client, sa_kubeconfig) = token_client(&cp, &token, &dir).await;
 
-    let mut host = HostWebhook {
-        _process: Proc::spawn(
-            "issuer-guard",
-            &support::issuer_guard_bin(),
-            &[
-                "serve".into(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--health-listen=127.0.0.1:{health_port}"),
-                format!("--tls-cert={}", dir.join("tls.crt").display()),
-                format!("--tls-key={}", dir.join("tls.key").display()),
-                format!("--config={}", config_path.display()),
-                format!("--kubeconfig={}", sa_kubeconfig.display()),
-                "--reload-interval=200ms".into(),
-            ],
-            dir.join("issuer-guard.log"),
-        ),
-        health: format!("http://127.0.0.1:{health_port}"),
-    };
+    let mut host = Proc::spawn(
+        "issuer-guard",
+        &support::issuer_guard_bin(),
+        &[
+            "serve".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--health-listen=127.0.0.1:{health_port}"),
+            format!("--tls-cert={}", dir.join("tls.crt").display()),
+            format!("--tls-key={}", dir.join("tls.key").display()),
+            format!("--config={}", config_path.display()),
+            format!("--kubeconfig={}", sa_kubeconfig.display()),
+            "--reload-interval=200ms".into(),
+        ],
+        dir.join("issuer-guard.log"),
+    );
     // Ready means the Secret watch synced: list and watch are allowed.
-    host.ready().await;
+    host.wait_ready(&format!("127.0.0.1:{health_port}")).await;
 
     let plain = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -491,17 +463,7 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
 
     // A legacy token read from the environment by a bare Deployment is
     // certain to break under the declared key rotation: denied.
-    Api::<Secret>::namespaced(cp.client.clone(), NS)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "app-token", "annotations": {"kubernetes.io/service-account.name": "default"}},
-                "type": "kubernetes.io/service-account-token",
-            }))
-            .unwrap(),
-        )
-        .await
-        .expect("a legacy token Secret");
+    api::legacy_token_secret(&cp.client, "default", "app-token").await;
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "env-dep"},
         "spec": {"selector": {"matchLabels": {"app": "env-dep"}}, "template": {

@@ -143,6 +143,13 @@ pub async fn legacy_token(client: &Client, sa: &str, secret: &str) -> String {
         .create(&PostParams::default(), &account)
         .await
         .expect("create a ServiceAccount");
+    legacy_token_secret(client, sa, secret).await;
+    filled_token(client, secret).await
+}
+
+/// Creates legacy token Secret `secret` for the existing ServiceAccount
+/// `sa`, without waiting for the token controller to fill it.
+pub async fn legacy_token_secret(client: &Client, sa: &str, secret: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let s: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": secret, "annotations": {"kubernetes.io/service-account.name": sa}},
@@ -153,7 +160,6 @@ pub async fn legacy_token(client: &Client, sa: &str, secret: &str) -> String {
         .create(&PostParams::default(), &s)
         .await
         .expect("create a legacy token Secret");
-    filled_token(client, secret).await
 }
 
 /// Waits until the token controller has put a token into Secret `secret`.

@@ -71,6 +71,32 @@ impl Proc {
         }
     }
 
+    /// Waits until `/readyz` on the health listener `health` (host:port)
+    /// answers 200, failing the test at once if the process dies.
+    pub async fn wait_ready(&mut self, health: &str) {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client");
+        let deadline = super::Deadline::new(
+            format!("{} /readyz", self.name),
+            std::time::Duration::from_secs(60),
+        );
+        loop {
+            self.assert_running();
+            if http
+                .get(format!("http://{health}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            deadline.tick().await;
+        }
+    }
+
     /// Sends SIGTERM, as the kubelet does, and waits for the exit.
     pub async fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
         let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
