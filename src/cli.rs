@@ -7,7 +7,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 
-use crate::{check, cluster, logging, server};
+use crate::{check, cluster, discovery, logging, server};
 
 /// 2 × 3 MiB (object and oldObject at the API server's default request
 /// limit) + 1 MiB for the review's envelope.
@@ -94,6 +94,14 @@ pub struct CheckArgs {
     /// input named on the command line.
     #[arg(long, env = "ISSUER_GUARD_STRICT")]
     pub strict: bool,
+    /// A saved copy of the generation ledger (`kubectl get configmap
+    /// issuer-guard-ledger -o yaml`): judge against the generation and
+    /// rotation discovered in the cluster, combined with --config.
+    #[arg(long, env = "ISSUER_GUARD_SNAPSHOT")]
+    pub snapshot: Option<PathBuf>,
+    /// Discovery's window, as the cluster's webhook runs with.
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_WINDOW", default_value = "5m", value_parser = parse_interval)]
+    pub discovery_window: Duration,
 }
 
 impl CheckArgs {
@@ -104,6 +112,8 @@ impl CheckArgs {
             namespace: self.namespace,
             paths: self.paths,
             strict: self.strict,
+            snapshot: self.snapshot,
+            window: self.discovery_window,
         }
     }
 }
@@ -192,6 +202,32 @@ pub struct ServeArgs {
     /// rules then know no Secrets.
     #[arg(long, env = "ISSUER_GUARD_NO_CLUSTER", value_parser = BoolishValueParser::new())]
     pub no_cluster: bool,
+
+    /// issuer-guard's own ServiceAccount as NAMESPACE/NAME. Given, it turns
+    /// discovery on: the issuer and signing key are learnt from the API
+    /// server (a TokenRequest for this account, verified against the JWKS)
+    /// and recorded in the ledger ConfigMap in NAMESPACE. Needs a cluster.
+    #[arg(long, env = "ISSUER_GUARD_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+
+    /// Name of the generation ledger ConfigMap, in the service account's namespace.
+    #[arg(long, env = "ISSUER_GUARD_LEDGER", default_value = discovery::DEFAULT_LEDGER)]
+    pub ledger: String,
+
+    /// How often discovery asks the API server what it signs with (e.g. 10s).
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub discovery_interval: Duration,
+
+    /// What was seen within this long counts as seen now. Must span a
+    /// rolling control-plane upgrade, during which probes can see the old
+    /// and the new signer in turn; a key is retired once it has been out of
+    /// the JWKS this long.
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_WINDOW", default_value = "5m", value_parser = parse_interval)]
+    pub discovery_window: Duration,
+
+    /// Audience of the tokens issuer-guard mints for itself.
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_AUDIENCE", default_value = discovery::DEFAULT_AUDIENCE)]
+    pub discovery_audience: String,
 }
 
 impl ServeArgs {
@@ -224,6 +260,13 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_inflight_bytes: self.max_inflight_bytes,
             cluster,
+            discovery: self.service_account.map(|account| server::DiscoveryArgs {
+                account,
+                ledger: self.ledger,
+                interval: self.discovery_interval,
+                window: self.discovery_window,
+                audience: self.discovery_audience,
+            }),
         }
     }
 }

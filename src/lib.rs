@@ -16,6 +16,7 @@ pub mod rules;
 pub mod server;
 
 mod cluster;
+mod discovery;
 mod metrics;
 mod policy;
 mod reload;

@@ -35,6 +35,29 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GenerationLabels {
+    pub issuer: String,
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub state: &'static str,
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub state: &'static str,
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -48,6 +71,13 @@ pub struct Metrics {
     pub tls_cert_not_after: Gauge,
     pub tls_cert_expiring: Gauge,
     pub body_budget_waits: Counter,
+    pub generation: Gauge,
+    pub generation_info: Family<GenerationLabels, Gauge>,
+    pub rotation_issuers: Family<IssuerLabels, Gauge>,
+    pub rotation_keys: Family<KeyLabels, Gauge>,
+    pub discovery_errors: Family<StageLabels, Counter>,
+    pub discovery_last_success: Gauge,
+    pub discovery_age_seconds: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -126,6 +156,48 @@ impl Metrics {
             "Legacy service-account token Secrets known from the cluster watch",
             legacy_token_secrets.clone(),
         );
+        let generation = Gauge::default();
+        registry.register(
+            "generation",
+            "The issuer generation new pods are stamped with",
+            generation.clone(),
+        );
+        let generation_info = Family::<GenerationLabels, Gauge>::default();
+        registry.register(
+            "generation_info",
+            "1 for the issuer and signing key id behind the current generation",
+            generation_info.clone(),
+        );
+        let rotation_issuers = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "rotation_issuers",
+            "1 for each issuer in a rotation, by state: planned, retiring or retired",
+            rotation_issuers.clone(),
+        );
+        let rotation_keys = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "rotation_keys",
+            "1 for each signing key known, by state: signing, staged, retiring or retired",
+            rotation_keys.clone(),
+        );
+        let discovery_errors = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "discovery_errors",
+            "Failed discoveries, by the stage that failed",
+            discovery_errors.clone(),
+        );
+        let discovery_last_success = Gauge::default();
+        registry.register(
+            "discovery_last_success_timestamp_seconds",
+            "When discovery last succeeded, in Unix seconds; 0 before the first success",
+            discovery_last_success.clone(),
+        );
+        let discovery_age_seconds = Gauge::default();
+        registry.register(
+            "discovery_age_seconds",
+            "Seconds since discovery last succeeded (since start before the first success)",
+            discovery_age_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -139,6 +211,13 @@ impl Metrics {
             tls_cert_not_after,
             tls_cert_expiring,
             body_budget_waits,
+            generation,
+            generation_info,
+            rotation_issuers,
+            rotation_keys,
+            discovery_errors,
+            discovery_last_success,
+            discovery_age_seconds,
         }
     }
 

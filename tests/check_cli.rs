@@ -29,6 +29,8 @@ fn check(args: &[&str], stdin: Option<&str>) -> Output {
         .env_remove("ISSUER_GUARD_OUTPUT")
         .env_remove("ISSUER_GUARD_NAMESPACE")
         .env_remove("ISSUER_GUARD_STRICT")
+        .env_remove("ISSUER_GUARD_SNAPSHOT")
+        .env_remove("ISSUER_GUARD_DISCOVERY_WINDOW")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -965,4 +967,97 @@ fn real_manifests_from_public_projects_judged_as_expected() {
             .collect();
         assert_eq!(got, want, "{expected}");
     }
+}
+
+/// A ledger ConfigMap as `kubectl get -o yaml` saves it: key kid-a signed,
+/// then kid-b; both still in the JWKS, so kid-a is retiring.
+const LEDGER_SNAPSHOT: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: issuer-guard-ledger
+  namespace: issuer-guard
+data:
+  ledger.json: |
+    {"generations": [
+      {"number": 4, "issuer": "https://old.example.com", "keyId": "kid-a", "firstSeen": "2026-11-01T00:00:00Z", "lastSeen": "2026-11-20T00:00:00Z"},
+      {"number": 5, "issuer": "https://old.example.com", "keyId": "kid-b", "firstSeen": "2026-11-20T00:00:00Z", "lastSeen": "2026-11-20T00:10:00Z"}],
+     "keys": [
+      {"keyId": "kid-a", "firstSeen": "2026-11-01T00:00:00Z", "lastSeen": "2026-11-20T00:10:00Z"},
+      {"keyId": "kid-b", "firstSeen": "2026-11-10T00:00:00Z", "lastSeen": "2026-11-20T00:10:00Z"}]}
+"#;
+
+#[test]
+fn a_ledger_snapshot_judges_against_the_discovered_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("pod.json");
+    std::fs::write(
+        &manifest,
+        pod_object("frozen", json!({}), subpath_spec()).to_string(),
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    // Without the snapshot nothing is retiring: a hazard, not a denial.
+    let quiet = check(&["-o", "json", manifest], None);
+    assert_eq!(quiet.status.code(), Some(0), "{quiet:?}");
+
+    let snapshot = dir.path().join("ledger.yaml");
+    std::fs::write(&snapshot, LEDGER_SNAPSHOT).unwrap();
+    let snapshot = snapshot.to_str().unwrap();
+    let out = check(&["--snapshot", snapshot, "-o", "json", manifest], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let judged = stdout_json(&out);
+    assert_eq!(rules_of(&judged[0]), vec!["token-subpath"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("generation 5") && stderr.contains("kid-a"),
+        "{stderr}"
+    );
+
+    // The plan declared in the configuration combines with the snapshot:
+    // before the switch, an audience naming the signing issuer dies with it.
+    let audience = dir.path().join("audience.json");
+    std::fs::write(
+        &audience,
+        pod_object("aud", json!({}), audience_spec("https://old.example.com")).to_string(),
+    )
+    .unwrap();
+    let config = config_file(
+        dir.path(),
+        "rotation: {nextIssuer: 'https://new.example.com'}\n",
+    );
+    let out = check(
+        &[
+            "--config",
+            &config,
+            "--snapshot",
+            snapshot,
+            "-o",
+            "json",
+            audience.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        rules_of(&stdout_json(&out)[0]),
+        vec!["audience-retiring-issuer"]
+    );
+
+    // The ledger's JSON alone is a snapshot too; a broken one says how to
+    // save a good one.
+    let json_only = dir.path().join("ledger.json");
+    let text: String = LEDGER_SNAPSHOT
+        .lines()
+        .skip_while(|l| !l.contains("ledger.json"))
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&json_only, text).unwrap();
+    let out = check(&["--snapshot", json_only.to_str().unwrap(), manifest], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    std::fs::write(&json_only, "{not json").unwrap();
+    let out = check(&["--snapshot", json_only.to_str().unwrap(), manifest], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kubectl get configmap"), "{stderr}");
 }

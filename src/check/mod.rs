@@ -16,6 +16,7 @@ pub use report::{Judged, OutputFormat, Source};
 
 use crate::{
     config::{Config, ConfigError},
+    discovery::ledger,
     object::{Kind, ObjectView},
     policy,
     rules::{
@@ -36,12 +37,21 @@ pub struct Options {
     pub paths: Vec<PathBuf>,
     /// Unusable input found in a directory fails the run too.
     pub strict: bool,
+    /// A saved copy of the generation ledger: judge against the discovered
+    /// generation and rotation, combined with the configuration.
+    pub snapshot: Option<PathBuf>,
+    /// Discovery's window, to read the snapshot as the webhook reads it.
+    pub window: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(
+        "cannot use the ledger snapshot {path}: {message}; save it with `kubectl get configmap issuer-guard-ledger -n <namespace> -o yaml > {path}`"
+    )]
+    Snapshot { path: PathBuf, message: String },
 }
 
 /// Exit codes: a finding would be denied.
@@ -53,10 +63,30 @@ pub const EXIT_UNUSABLE: u8 = 2;
 /// Unusable input is reported and the rest judged; it fails the run (exit
 /// 2) when it was named on the command line, or with `--strict`.
 pub fn run(args: &Options) -> Result<u8, CheckError> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?.config,
         None => Config::embedded_default(),
     };
+    if let Some(path) = &args.snapshot {
+        let snapshot = |message: String| CheckError::Snapshot {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| snapshot(e.to_string()))?;
+        let ledger = ledger::from_snapshot(&text).map_err(snapshot)?;
+        let timing = ledger::Timing {
+            window: args.window,
+        };
+        let found = ledger
+            .conclude(timing)
+            .ok_or_else(|| snapshot("the ledger has no generation yet".to_owned()))?;
+        config = config.with_discovered(&found);
+        let (g, r) = (&config.generation, &config.rotation);
+        eprintln!(
+            "judging against generation {} (issuer {}, key {:?}) from the snapshot; retiring issuers {:?}, keys {:?}",
+            g.number, g.issuer, g.key_id, r.retiring_issuers, r.retiring_key_ids
+        );
+    }
     let Loaded {
         docs, mut unusable, ..
     } = load(&args.paths);

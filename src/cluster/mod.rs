@@ -19,6 +19,7 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
+pub use backoff::CappedBackoff;
 pub use secrets::LegacyTokenCache;
 
 use crate::metrics::Metrics;

@@ -56,4 +56,8 @@ pub struct RotationFile {
     pub federated_audiences: Vec<String>,
     #[serde(default)]
     pub new_key_published: bool,
+    #[serde(default)]
+    pub next_issuer: Option<String>,
+    #[serde(default)]
+    pub retired_issuers: Vec<String>,
 }

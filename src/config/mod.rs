@@ -3,6 +3,7 @@
 //! (`crate::policy::Policy`). Owns loading the file and watching it.
 
 mod file;
+mod live;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -10,9 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::{
     policy::{Action, Mode, Policy},
     rules::{Context, CredentialIndex, NO_CREDENTIALS, RuleId, SecretIndex},
-    state::{Generation, Pattern, Rotation},
+    state::{Discovered, Generation, KeyState, Pattern, Rotation},
 };
 use file::{ConfigFile, RotationFile};
+pub use live::Live;
 pub use watch::watch;
 
 /// The configuration used when no file is given.
@@ -58,9 +60,27 @@ pub struct Loaded {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// What new pods are stamped with: discovered, or else the static block.
     pub generation: Generation,
+    /// The rotation the rules judge against: the operator's declaration
+    /// combined with what discovery has seen.
     pub rotation: Rotation,
     pub policy: Policy,
+    /// The rotation as the file declares it, kept to combine again with
+    /// each new discovery.
+    pub declared: Declared,
+}
+
+/// The parts of `rotation` that combine with discovery, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// `generation.static`: the generation when nothing is discovered, and
+    /// the first number of a new ledger.
+    pub generation: Generation,
+    pub retiring_issuers: Vec<String>,
+    pub retiring_key_ids: Vec<String>,
+    pub next_issuer: Option<String>,
+    pub retired_issuers: Vec<String>,
 }
 
 impl Config {
@@ -149,7 +169,7 @@ impl Config {
             Generation::new(number, issuer, s.key_id.unwrap_or_default())
         };
 
-        let rotation = rotation_from(file.rotation.unwrap_or_default(), &generation)?;
+        let (rotation, declared) = rotation_from(file.rotation.unwrap_or_default(), &generation)?;
 
         let mode = match file.mode.as_deref() {
             None | Some("enforce") => Mode::Enforce,
@@ -197,7 +217,48 @@ impl Config {
                 overrides,
                 exempt_namespaces,
             },
+            declared,
         })
+    }
+
+    /// This configuration with what discovery found: the discovered
+    /// generation replaces the static one, and the rotation is the union of
+    /// the declared one and the discovered one. The operator's word retires
+    /// an issuer; nothing the signer uses now can be retiring unless a
+    /// switch away from it is planned.
+    pub fn with_discovered(&self, found: &Discovered) -> Config {
+        let mut next = self.clone();
+        next.generation = found.generation.clone();
+        let d = &self.declared;
+        let signing = &found.generation.issuer;
+        let planned = d.next_issuer.as_ref().filter(|n| *n != signing);
+        let mut issuers = Vec::new();
+        if planned.is_some() {
+            issuers.push(signing.clone());
+        }
+        for issuer in d.retiring_issuers.iter().chain(&found.retiring_issuers) {
+            let retired =
+                d.retired_issuers.contains(issuer) || found.retired_issuers.contains(issuer);
+            if issuer != signing && !retired && !issuers.contains(issuer) {
+                issuers.push(issuer.clone());
+            }
+        }
+        let mut keys = Vec::new();
+        let retiring = found.key_ids(KeyState::Retiring);
+        for key in d
+            .retiring_key_ids
+            .iter()
+            .map(String::as_str)
+            .chain(retiring)
+        {
+            if key != found.generation.key_id && !keys.iter().any(|k| k == key) {
+                keys.push(key.to_owned());
+            }
+        }
+        next.rotation.retiring_issuers = issuers;
+        next.rotation.retiring_key_ids = keys;
+        next.rotation.next_issuer = planned.cloned();
+        next
     }
 
     /// What the rules may know, with `secrets` as the legacy token index.
@@ -213,29 +274,52 @@ impl Config {
     ) -> Context<'a> {
         Context {
             rotation: &self.rotation,
-            current_issuer: &self.generation.issuer,
+            new_issuer: self.rotation.new_issuer(&self.generation.issuer),
             secrets,
             credentials,
         }
     }
 }
 
-fn rotation_from(r: RotationFile, generation: &Generation) -> Result<Rotation, ConfigError> {
+fn rotation_from(
+    r: RotationFile,
+    generation: &Generation,
+) -> Result<(Rotation, Declared), ConfigError> {
     non_empty_entries("rotation.retiringIssuers", &r.retiring_issuers)?;
+    non_empty_entries("rotation.retiredIssuers", &r.retired_issuers)?;
     non_empty_entries("rotation.retiringKeyIds", &r.retiring_key_ids)?;
     non_empty_entries("rotation.apiAudiences", &r.api_audiences)?;
     non_empty_entries("rotation.trustedAudiences", &r.trusted_audiences)?;
     non_empty_entries("rotation.federatedAudiences", &r.federated_audiences)?;
-    // Retiring what new pods are stamped with is a contradiction that would
-    // make every stamp a lie, so it is caught here rather than at review time.
-    if let Some(i) = r
-        .retiring_issuers
-        .iter()
-        .position(|i| *i == generation.issuer)
+    if r.next_issuer
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
+        return Err(ConfigError::field(
+            "rotation.nextIssuer",
+            "must not be empty; remove it when no switch is planned",
+        ));
+    }
+    let planned = r.next_issuer.as_ref().filter(|n| **n != generation.issuer);
+    if let Some(next) = &r.next_issuer
+        && let Some(i) = r.retiring_issuers.iter().position(|i| i == next)
     {
         return Err(ConfigError::field(
             format!("rotation.retiringIssuers[{i}]"),
-            "is the current issuer (generation.static.issuer); the current issuer cannot retire",
+            "is rotation.nextIssuer; the issuer a switch goes to cannot retire",
+        ));
+    }
+    // Retiring the issuer that signs, with no switch planned, would make
+    // every stamp a lie, so it is caught here rather than at review time.
+    if planned.is_none()
+        && let Some(i) = r
+            .retiring_issuers
+            .iter()
+            .position(|i| *i == generation.issuer)
+    {
+        return Err(ConfigError::field(
+            format!("rotation.retiringIssuers[{i}]"),
+            "is the current issuer (generation.static.issuer); to declare a switch before it happens, set rotation.nextIssuer instead",
         ));
     }
     if !generation.key_id.is_empty()
@@ -256,8 +340,24 @@ fn rotation_from(r: RotationFile, generation: &Generation) -> Result<Rotation, C
             "must be 1 or more",
         ));
     }
-    Ok(Rotation {
-        retiring_issuers: r.retiring_issuers,
+    let declared = Declared {
+        generation: generation.clone(),
+        retiring_issuers: r.retiring_issuers.clone(),
+        retiring_key_ids: r.retiring_key_ids.clone(),
+        next_issuer: r.next_issuer.clone(),
+        retired_issuers: r.retired_issuers.clone(),
+    };
+    let mut retiring_issuers = Vec::new();
+    if planned.is_some() {
+        retiring_issuers.push(generation.issuer.clone());
+    }
+    for issuer in r.retiring_issuers {
+        if !retiring_issuers.contains(&issuer) && !r.retired_issuers.contains(&issuer) {
+            retiring_issuers.push(issuer);
+        }
+    }
+    let rotation = Rotation {
+        retiring_issuers,
         retiring_key_ids: r.retiring_key_ids,
         grace_seconds,
         api_audiences: r.api_audiences,
@@ -268,7 +368,9 @@ fn rotation_from(r: RotationFile, generation: &Generation) -> Result<Rotation, C
             .map(Pattern::new)
             .collect(),
         new_key_published: r.new_key_published,
-    })
+        next_issuer: planned.cloned(),
+    };
+    Ok((rotation, declared))
 }
 
 fn non_empty_entries(field: &str, values: &[String]) -> Result<(), ConfigError> {

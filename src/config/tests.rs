@@ -157,3 +157,95 @@ fn a_file_without_a_document_is_an_error_not_the_default() {
         Config::embedded_default()
     );
 }
+
+#[test]
+fn a_planned_issuer_declares_the_signing_one_retiring_before_the_switch() {
+    let c = Config::parse(
+        "generation: {static: {issuer: 'https://old'}}\nrotation: {nextIssuer: 'https://new'}",
+    )
+    .unwrap();
+    assert_eq!(c.rotation.retiring_issuers, vec!["https://old"]);
+    assert!(c.rotation.declared());
+    assert_eq!(c.rotation.new_issuer(&c.generation.issuer), "https://new");
+    let secrets = crate::rules::LegacySecrets::default();
+    assert_eq!(c.context(&secrets).new_issuer, "https://new");
+    // Once the switch is done, the plan names what signs and adds nothing.
+    let done = Config::parse(
+        "generation: {static: {issuer: 'https://new'}}\nrotation: {nextIssuer: 'https://new'}",
+    )
+    .unwrap();
+    assert!(!done.rotation.declared());
+    assert_eq!(done.rotation.next_issuer, None);
+    let e = err(
+        "generation: {static: {issuer: 'https://old'}}\nrotation: {nextIssuer: 'https://new', retiringIssuers: ['https://new']}",
+    );
+    assert!(e.contains("`rotation.retiringIssuers[0]`"), "{e}");
+    let e = err(
+        "generation: {static: {issuer: 'https://a'}}\nrotation: {retiringIssuers: ['https://a']}",
+    );
+    assert!(e.contains("rotation.nextIssuer"), "{e}");
+}
+
+fn discovered(issuer: &str, kid: &str, retiring: &[&str], keys: &[(&str, KeyState)]) -> Discovered {
+    Discovered {
+        generation: Generation::new(7, issuer, kid),
+        retiring_issuers: retiring.iter().map(|s| s.to_string()).collect(),
+        retired_issuers: Vec::new(),
+        keys: keys.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
+        observed_at: 0,
+    }
+}
+
+#[test]
+fn discovery_replaces_the_static_generation_and_adds_to_the_rotation() {
+    let c = Config::parse(
+        "generation: {static: {number: 3, issuer: 'https://old', keyId: a}}\nrotation: {retiringKeyIds: [z], graceSeconds: 60}",
+    )
+    .unwrap();
+    let found = discovered(
+        "https://new",
+        "b",
+        &["https://old"],
+        &[
+            ("a", KeyState::Retiring),
+            ("b", KeyState::Signing),
+            ("c", KeyState::Staged),
+        ],
+    );
+    let e = c.with_discovered(&found);
+    assert_eq!(e.generation, Generation::new(7, "https://new", "b"));
+    assert_eq!(e.rotation.retiring_issuers, vec!["https://old"]);
+    assert_eq!(e.rotation.retiring_key_ids, vec!["z", "a"]);
+    assert_eq!(e.rotation.grace_seconds, 60);
+    assert_eq!(
+        e.declared, c.declared,
+        "the declaration is kept to combine again"
+    );
+    // The operator retires an issuer; a declared key that now signs is not
+    // retiring, whatever the file says.
+    let c =
+        Config::parse("rotation: {retiredIssuers: ['https://old'], retiringKeyIds: [b]}").unwrap();
+    let e = c.with_discovered(&found);
+    assert!(e.rotation.retiring_issuers.is_empty());
+    assert_eq!(e.rotation.retiring_key_ids, vec!["a"]);
+}
+
+#[test]
+fn a_plan_combines_with_discovery_until_the_switch_fulfils_it() {
+    let c = Config::parse("rotation: {nextIssuer: 'https://new'}").unwrap();
+    let before = c.with_discovered(&discovered("https://old", "a", &[], &[]));
+    assert_eq!(before.rotation.retiring_issuers, vec!["https://old"]);
+    assert_eq!(before.rotation.next_issuer.as_deref(), Some("https://new"));
+    let after = c.with_discovered(&discovered("https://new", "a", &["https://old"], &[]));
+    assert_eq!(after.rotation.retiring_issuers, vec!["https://old"]);
+    assert_eq!(after.rotation.next_issuer, None);
+    // Nothing known: discovery saw one issuer, nothing planned.
+    let quiet = Config::parse("{}").unwrap();
+    let e = quiet.with_discovered(&discovered(
+        "https://old",
+        "a",
+        &[],
+        &[("a", KeyState::Signing)],
+    ));
+    assert!(!e.rotation.declared());
+}

@@ -5,22 +5,23 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, live::Live};
 use crate::{
     metrics::{Metrics, ResultLabels},
     reload,
 };
 
-/// Polls `path` every `interval` and stores each good new configuration in
-/// `config`. `seen` is the content already in force.
+/// Polls `path` every `interval` and hands each good new configuration to
+/// `live`, which combines it with what discovery found and says what the
+/// change does to stamps and enforcement. `seen` is the content already in
+/// force.
 pub fn watch(
     path: PathBuf,
     seen: Vec<u8>,
     interval: Duration,
-    config: Arc<ArcSwap<Config>>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     reload::spawn(vec![path.clone()], vec![seen], interval, move |read| {
@@ -36,24 +37,14 @@ pub fn watch(
         };
         let result = match parsed {
             Ok(next) => {
-                let before = config.load();
-                let changes = enforcement_changes(&before, &next);
-                if changes.is_empty() {
-                    tracing::info!(
-                        config = %path.display(),
-                        generation = next.generation.number,
-                        mode = ?next.policy.mode,
-                        rotation_declared = next.rotation.declared(),
-                        "config reloaded"
-                    );
-                } else {
-                    tracing::warn!(
-                        config = %path.display(),
-                        changes = %changes.join("; "),
-                        "config reloaded with a change to what is stamped or enforced"
-                    );
-                }
-                config.store(Arc::new(next));
+                tracing::info!(
+                    config = %path.display(),
+                    static_generation = next.declared.generation.number,
+                    mode = ?next.policy.mode,
+                    rotation_declared = next.rotation.declared(),
+                    "config reloaded"
+                );
+                live.set_file(next);
                 "success"
             }
             Err(error) => {
@@ -68,42 +59,9 @@ pub fn watch(
     })
 }
 
-/// What a reload changes about the stamp or the enforcement, in words: an
-/// operator must never learn from a denied deploy that a rotation vanished.
-fn enforcement_changes(before: &Config, next: &Config) -> Vec<String> {
-    let mut changes = Vec::new();
-    let (b, n) = (&before.generation, &next.generation);
-    if (b.number, &b.issuer, &b.key_id) != (n.number, &n.issuer, &n.key_id) {
-        changes.push(format!(
-            "generation {} ({}, key {:?}) -> {} ({}, key {:?})",
-            b.number, b.issuer, b.key_id, n.number, n.issuer, n.key_id
-        ));
-    }
-    let (b, n) = (&before.rotation, &next.rotation);
-    if b.declared() && !n.declared() {
-        changes.push(format!(
-            "rotation dropped (was retiring issuers {:?}, keys {:?})",
-            b.retiring_issuers, b.retiring_key_ids
-        ));
-    } else if (&b.retiring_issuers, &b.retiring_key_ids)
-        != (&n.retiring_issuers, &n.retiring_key_ids)
-    {
-        changes.push(format!(
-            "retiring issuers {:?} -> {:?}, keys {:?} -> {:?}",
-            b.retiring_issuers, n.retiring_issuers, b.retiring_key_ids, n.retiring_key_ids
-        ));
-    }
-    if before.policy.mode != next.policy.mode {
-        changes.push(format!(
-            "mode {:?} -> {:?}",
-            before.policy.mode, next.policy.mode
-        ));
-    }
-    changes
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::live::enforcement_changes;
     use super::*;
 
     #[test]
@@ -125,7 +83,7 @@ mod tests {
         assert_eq!(changes.len(), 3, "{changes:?}");
         assert!(changes[0].starts_with("generation 2"), "{changes:?}");
         assert!(
-            changes[1].contains("rotation dropped") && changes[1].contains("k1"),
+            changes[1].contains("rotation over") && changes[1].contains("k1"),
             "{changes:?}"
         );
         assert!(changes[2].contains("Enforce -> Audit"), "{changes:?}");

@@ -41,7 +41,7 @@ pub mod facts {
 pub struct Context<'a> {
     pub rotation: &'a Rotation,
     /// The issuer new tokens are minted by, named in fixes.
-    pub current_issuer: &'a str,
+    pub new_issuer: &'a str,
     pub secrets: &'a dyn SecretIndex,
     /// Cloud credential configurations (`external_account`) in ConfigMaps:
     /// known to `check` from its input, unknown to the webhook.

@@ -93,7 +93,7 @@ fn retiring_audience<F: Fn() -> String>(
         detail: audience.to_owned(),
         message: format!(
             "requests tokens for audience \"{audience}\", an issuer URL that is retiring. The API server accepts only its --api-audiences, which default to its issuers, so these tokens are rejected once \"{audience}\" is retired. Fix: use the new issuer \"{}\" as the audience, or omit audience to get the API server's own.",
-            ctx.current_issuer
+            ctx.new_issuer
         ),
         short: "audience dies with the old issuer",
     });
@@ -130,7 +130,7 @@ fn federated<F: Fn() -> String>(
         },
     };
     let party = format!("{party}{read_by}");
-    let issuer = ctx.current_issuer;
+    let issuer = ctx.new_issuer;
     let (certain, message, short) = if r.issuer_retiring()
         && !r.trusted_audiences.iter().any(|p| p.matches(audience))
     {

@@ -83,7 +83,7 @@ fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
     let pod = PodSpecRef::locate(kind, &obj).unwrap();
     let ctx = Context {
         rotation,
-        current_issuer: NEW_ISSUER,
+        new_issuer: NEW_ISSUER,
         secrets: &secrets,
         credentials: &credentials,
     };

@@ -19,18 +19,18 @@ mod tls;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use allocator::tune as tune_allocator;
-pub use settings::Settings;
+pub use settings::{DiscoveryArgs, Settings};
 
 use crate::{
     admission::Webhook,
     cluster::{self, ClusterError, LegacyTokenCache},
-    config::{self, Config, ConfigError},
+    config::{self, Config, ConfigError, Live},
+    discovery::{self, DiscoveryError},
     metrics::Metrics,
     reload,
 };
@@ -47,6 +47,19 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(
+        "--service-account turns discovery on, which needs an API server: give --kubeconfig, run in a cluster, or drop --service-account (and --no-cluster)"
+    )]
+    DiscoveryWithoutCluster,
+    #[error(
+        "--discovery-window ({window:?}) must be at least twice --discovery-interval ({interval:?}), or every probe falls outside it"
+    )]
+    DiscoveryWindow {
+        window: std::time::Duration,
+        interval: std::time::Duration,
+    },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -147,11 +160,37 @@ pub async fn run_with_routes(
         rotation_declared = config.rotation.declared(),
         "config loaded"
     );
-    let config = Arc::new(ArcSwap::from_pointee(config));
+    let live = Live::new(config, metrics.clone());
 
-    let secrets = secret_cache(&args, &metrics).await?;
-    let readiness = Arc::new(Readiness::new(secrets.clone()));
-    let webhook = Arc::new(Webhook::new(config.clone(), secrets));
+    let client = match &args.cluster {
+        Some(source) => Some(cluster::client(source).await?),
+        None => None,
+    };
+    let secrets = secret_cache(client.clone(), &metrics);
+    let discovery = match (&args.discovery, client) {
+        (None, _) => {
+            tracing::info!(
+                "discovery off (no --service-account): stamping generation.static from the config"
+            );
+            None
+        }
+        (Some(_), None) => return Err(ServerError::DiscoveryWithoutCluster),
+        (Some(d), Some(client)) => {
+            let settings = discovery_settings(d)?;
+            tracing::info!(account = %d.account, ledger = %settings.ledger, interval = ?settings.interval, window = ?settings.window, "discovering the issuer generation from the API server");
+            Some(discovery::spawn(
+                client,
+                settings,
+                live.clone(),
+                metrics.clone(),
+            ))
+        }
+    };
+    let readiness = Arc::new(Readiness::new(
+        secrets.clone(),
+        discovery.as_ref().map(|d| d.synced.clone()),
+    ));
+    let webhook = Arc::new(Webhook::new(live.effective(), secrets));
 
     let listener = bind("webhook", args.listen).await?;
     let health_listener = bind("health", args.health_listen).await?;
@@ -172,7 +211,7 @@ pub async fn run_with_routes(
             path,
             seen,
             args.reload_interval,
-            config.clone(),
+            live.clone(),
             metrics.clone(),
         )
     });
@@ -260,30 +299,39 @@ fn pair_files(args: &Settings) -> Result<PairFiles, TlsError> {
     }
 }
 
-async fn secret_cache(
-    args: &Settings,
-    metrics: &Arc<Metrics>,
-) -> Result<Arc<LegacyTokenCache>, ClusterError> {
+fn secret_cache(client: Option<kube::Client>, metrics: &Arc<Metrics>) -> Arc<LegacyTokenCache> {
     let gauge = metrics.legacy_token_secrets.clone();
-    match &args.cluster {
-        Some(source) => {
-            let client = cluster::client(source).await?;
-            tracing::info!(
-                ?source,
-                "watching Secret metadata for legacy service-account tokens"
-            );
+    match client {
+        Some(client) => {
+            tracing::info!("watching Secret metadata for legacy service-account tokens");
             let cache = Arc::new(LegacyTokenCache::new(gauge));
             // Runs for the life of the process; nothing waits for it.
             let _watch = cluster::watch_secrets(client, cache.clone(), Arc::clone(metrics));
-            Ok(cache)
+            cache
         }
         None => {
             tracing::info!(
                 "no cluster configured: the legacy-token rules know no Secrets, so only projected tokens are judged"
             );
-            Ok(Arc::new(LegacyTokenCache::without_cluster(gauge)))
+            Arc::new(LegacyTokenCache::without_cluster(gauge))
         }
     }
+}
+
+fn discovery_settings(d: &DiscoveryArgs) -> Result<discovery::Settings, ServerError> {
+    if d.window < d.interval * 2 {
+        return Err(ServerError::DiscoveryWindow {
+            window: d.window,
+            interval: d.interval,
+        });
+    }
+    Ok(discovery::Settings {
+        account: d.account.parse()?,
+        ledger: d.ledger.clone(),
+        interval: d.interval,
+        window: d.window,
+        audience: d.audience.clone(),
+    })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

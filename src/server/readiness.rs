@@ -1,6 +1,7 @@
 //! What /readyz reports. The certificate and config are loaded before any
 //! listener opens, so what remains is whether the Secret cache has synced
-//! (with a cluster) and whether the process is shutting down, when it must
+//! (with a cluster), whether the generation ledger has been read (with
+//! discovery) and whether the process is shutting down, when it must
 //! stop receiving traffic at once.
 
 use std::sync::{
@@ -13,13 +14,17 @@ use crate::cluster::LegacyTokenCache;
 pub struct Readiness {
     shutting_down: AtomicBool,
     secrets: Arc<LegacyTokenCache>,
+    /// With discovery, whether the ledger has been read once: until then
+    /// the stamp would be the static generation, which may be long gone.
+    ledger_read: Option<Arc<AtomicBool>>,
 }
 
 impl Readiness {
-    pub fn new(secrets: Arc<LegacyTokenCache>) -> Self {
+    pub fn new(secrets: Arc<LegacyTokenCache>, ledger_read: Option<Arc<AtomicBool>>) -> Self {
         Self {
             shutting_down: AtomicBool::new(false),
             secrets,
+            ledger_read,
         }
     }
 
@@ -39,6 +44,13 @@ impl Readiness {
         }
         if !self.secrets.is_synced() {
             missing.push("Secret cache not synced with the API server");
+        }
+        if self
+            .ledger_read
+            .as_ref()
+            .is_some_and(|r| !r.load(Ordering::Acquire))
+        {
+            missing.push("generation ledger not read from the API server yet");
         }
         if missing.is_empty() {
             Ok(())

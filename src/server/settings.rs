@@ -30,4 +30,17 @@ pub struct Settings {
     pub max_inflight_bytes: usize,
     /// The API server to watch Secrets on; none runs without a cluster.
     pub cluster: Option<cluster::Source>,
+    /// Discovery, when a service account is given.
+    pub discovery: Option<DiscoveryArgs>,
+}
+
+/// Discovery's flags as given; checked when `serve` starts.
+#[derive(Debug, Clone)]
+pub struct DiscoveryArgs {
+    /// NAMESPACE/NAME.
+    pub account: String,
+    pub ledger: String,
+    pub interval: Duration,
+    pub window: Duration,
+    pub audience: String,
 }

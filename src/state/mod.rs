@@ -1,13 +1,15 @@
 //! What the rules judge against: the issuer generation new pods are stamped
 //! with and the rotation in progress. Knows neither configuration files nor
-//! rules; the configuration (and, later, discovery) produce these values.
+//! rules; the configuration and discovery produce these values.
 
+mod discovered;
 mod pattern;
 
+pub use discovered::{Discovered, KeyState};
 pub use pattern::{Pattern, glob_match};
 
 /// The issuer generation new pods are stamped with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Generation {
     pub number: u64,
     pub issuer: String,
@@ -41,6 +43,11 @@ pub struct Rotation {
     /// federated parties fetch (it may be published statically, as kOps
     /// publishes it to a bucket, and then lags the API server's own).
     pub new_key_published: bool,
+    /// The issuer the operator plans to switch signing to, while the
+    /// current one still signs (the kOps `[old, new]` step). Set only while
+    /// it differs from the signing issuer, which is then among
+    /// `retiring_issuers`.
+    pub next_issuer: Option<String>,
 }
 
 impl Rotation {
@@ -54,6 +61,12 @@ impl Rotation {
 
     pub fn key_retiring(&self) -> bool {
         !self.retiring_key_ids.is_empty()
+    }
+
+    /// The issuer new tokens carry once the rotation is through: the planned
+    /// one before the switch, the signing one after it.
+    pub fn new_issuer<'a>(&'a self, signing: &'a str) -> &'a str {
+        self.next_issuer.as_deref().unwrap_or(signing)
     }
 
     /// Whether an explicit token audience dies when the retiring issuers go.

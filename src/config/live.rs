@@ -1,0 +1,187 @@
+//! The configuration in force: the file's, combined with what discovery has
+//! found. Reviews read only the combined value, one atomic load; the file
+//! watch and discovery each replace their half and the combination is
+//! worked out again off the hot path.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::Config;
+use crate::{
+    metrics::{GenerationLabels, IssuerLabels, KeyLabels, Metrics},
+    state::{Discovered, KeyState},
+};
+
+pub struct Live {
+    file: ArcSwap<Config>,
+    discovered: ArcSwapOption<Discovered>,
+    effective: Arc<ArcSwap<Config>>,
+    /// Serialises recombination, so that a slow writer never stores a
+    /// combination older than one already stored.
+    combine: Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Live {
+    pub fn new(file: Config, metrics: Arc<Metrics>) -> Arc<Self> {
+        let live = Arc::new(Self {
+            effective: Arc::new(ArcSwap::from_pointee(file.clone())),
+            file: ArcSwap::from_pointee(file),
+            discovered: ArcSwapOption::empty(),
+            combine: Mutex::new(()),
+            metrics,
+        });
+        live.record(&live.effective.load(), None);
+        live
+    }
+
+    /// What reviews read.
+    pub fn effective(&self) -> Arc<ArcSwap<Config>> {
+        self.effective.clone()
+    }
+
+    pub fn file(&self) -> Arc<Config> {
+        self.file.load_full()
+    }
+
+    pub fn discovered(&self) -> Option<Arc<Discovered>> {
+        self.discovered.load_full()
+    }
+
+    pub fn set_file(&self, file: Config) {
+        self.file.store(Arc::new(file));
+        self.recombine();
+    }
+
+    pub fn set_discovered(&self, found: Discovered) {
+        if self.discovered.load().as_deref() == Some(&found) {
+            return;
+        }
+        self.discovered.store(Some(Arc::new(found)));
+        self.recombine();
+    }
+
+    fn recombine(&self) {
+        // A poisoned lock only means another recombination panicked; the
+        // values it guards are atomics, so going on is safe.
+        let _one_at_a_time = self.combine.lock().unwrap_or_else(|e| e.into_inner());
+        let file = self.file.load();
+        let found = self.discovered.load();
+        let next = match found.as_deref() {
+            Some(found) => file.with_discovered(found),
+            None => Config::clone(&file),
+        };
+        // Staged and retired keys change no rule's input, only the metrics.
+        self.record(&next, found.as_deref());
+        let before = self.effective.load();
+        if **before == next {
+            return;
+        }
+        let changes = enforcement_changes(&before, &next);
+        if !changes.is_empty() {
+            tracing::warn!(
+                changes = %changes.join("; "),
+                discovered = found.is_some(),
+                "what is stamped or enforced changed"
+            );
+        }
+        self.effective.store(Arc::new(next));
+    }
+
+    fn record(&self, config: &Config, found: Option<&Discovered>) {
+        let m = &self.metrics;
+        let g = &config.generation;
+        m.generation
+            .set(i64::try_from(g.number).unwrap_or(i64::MAX));
+        m.generation_info.clear();
+        m.generation_info
+            .get_or_create(&GenerationLabels {
+                issuer: g.issuer.clone(),
+                key_id: g.key_id.clone(),
+            })
+            .set(1);
+        m.rotation_issuers.clear();
+        let r = &config.rotation;
+        let issuer = |state: &'static str, issuer: &str| {
+            m.rotation_issuers
+                .get_or_create(&IssuerLabels {
+                    state,
+                    issuer: issuer.to_owned(),
+                })
+                .set(1);
+        };
+        if let Some(next) = &r.next_issuer {
+            issuer("planned", next);
+        }
+        for i in &r.retiring_issuers {
+            issuer("retiring", i);
+        }
+        let retired = found
+            .map(|f| f.retired_issuers.as_slice())
+            .unwrap_or_default();
+        for i in config.declared.retired_issuers.iter().chain(retired) {
+            issuer("retired", i);
+        }
+        m.rotation_keys.clear();
+        let key = |state: KeyState, key_id: &str| {
+            m.rotation_keys
+                .get_or_create(&KeyLabels {
+                    state: state.as_str(),
+                    key_id: key_id.to_owned(),
+                })
+                .set(1);
+        };
+        if !g.key_id.is_empty() {
+            key(KeyState::Signing, &g.key_id);
+        }
+        for k in &r.retiring_key_ids {
+            key(KeyState::Retiring, k);
+        }
+        for (k, state) in found.map(|f| f.keys.as_slice()).unwrap_or_default() {
+            if matches!(state, KeyState::Staged | KeyState::Retired) {
+                key(*state, k);
+            }
+        }
+    }
+}
+
+/// What a change does to the stamp or the enforcement, in words: an
+/// operator must never learn from a denied deploy that a rotation vanished.
+pub fn enforcement_changes(before: &Config, next: &Config) -> Vec<String> {
+    let mut changes = Vec::new();
+    let (b, n) = (&before.generation, &next.generation);
+    if (b.number, &b.issuer, &b.key_id) != (n.number, &n.issuer, &n.key_id) {
+        changes.push(format!(
+            "generation {} ({}, key {:?}) -> {} ({}, key {:?})",
+            b.number, b.issuer, b.key_id, n.number, n.issuer, n.key_id
+        ));
+    }
+    let (b, n) = (&before.rotation, &next.rotation);
+    if b.declared() && !n.declared() {
+        changes.push(format!(
+            "rotation over (was retiring issuers {:?}, keys {:?})",
+            b.retiring_issuers, b.retiring_key_ids
+        ));
+    } else if (&b.retiring_issuers, &b.retiring_key_ids)
+        != (&n.retiring_issuers, &n.retiring_key_ids)
+    {
+        changes.push(format!(
+            "retiring issuers {:?} -> {:?}, keys {:?} -> {:?}",
+            b.retiring_issuers, n.retiring_issuers, b.retiring_key_ids, n.retiring_key_ids
+        ));
+    }
+    if b.next_issuer != n.next_issuer {
+        changes.push(format!(
+            "planned issuer {:?} -> {:?}",
+            b.next_issuer, n.next_issuer
+        ));
+    }
+    if before.policy.mode != next.policy.mode {
+        changes.push(format!(
+            "mode {:?} -> {:?}",
+            before.policy.mode, next.policy.mode
+        ));
+    }
+    changes
+}
