@@ -13,7 +13,6 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::Output,
     time::{Duration, Instant},
 };
 
@@ -25,43 +24,22 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::{Value, json};
 use support::{
-    ControlPlane, NS, ServiceAccountFlags, api, binaries, eventually,
+    ControlPlane, NS, ServiceAccountFlags, api,
+    chart::{self, CHART, helm, ok},
+    eventually,
     process::{Proc, free_port},
     webhook::{GENERATION_LABEL, write_atomically},
 };
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/issuer-guard");
 const RELEASE: &str = "issuer-guard";
 const RELEASE_NS: &str = "issuer-guard-system";
 const ISSUER: &str = "https://helm.e2e.example";
 const IMAGE: &str = "registry.e2e.example/app:1";
-
-/// Runs helm with its own cache, config and data directories under `home`,
-/// so tests in parallel never share helm's state.
-fn helm(home: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(&binaries::get().helm)
-        .args(args)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .expect("run helm")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stderr}\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn ci_values() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(CHART).join("ci"))
@@ -73,15 +51,9 @@ fn ci_values() -> Vec<PathBuf> {
     files
 }
 
-/// The objects of `helm template`, as JSON.
+/// The objects of `helm template` of the test release, as JSON.
 fn render(home: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS];
-    args.extend_from_slice(extra);
-    let text = ok(&helm(home, &args), &format!("helm template {extra:?}"));
-    text.split("\n---")
-        .filter_map(|doc| serde_saphyr::from_str::<Option<Value>>(doc).expect("rendered YAML"))
-        .filter(|v| v.is_object())
-        .collect()
+    chart::template(home, RELEASE, RELEASE_NS, extra)
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -227,15 +199,193 @@ fn bad_values_are_refused_with_a_clear_message() {
         ),
     ];
     for (extra, needle) in cases {
-        let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS];
-        args.extend_from_slice(extra);
-        let out = helm(home.path(), &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert_refused(home.path(), extra, needle);
+    }
+}
+
+/// `helm template` with `extra` fails, and its error names `needle`.
+fn assert_refused(home: &Path, extra: &[&str], needle: &str) {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS];
+    args.extend_from_slice(extra);
+    let out = helm(home, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{extra:?} was accepted");
+    assert!(
+        stderr.contains(needle),
+        "{extra:?}: the error does not name {needle}:\n{stderr}"
+    );
+}
+
+/// The container's environment as (name, value) pairs, in order.
+fn container_env(deployment: &Value) -> Vec<(String, String)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("an env name").to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<&str> {
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().expect("a kind"))
+        .collect()
+}
+
+const DISCOVERY_ENV: [&str; 4] = [
+    "ISSUER_GUARD_SERVICE_ACCOUNT",
+    "ISSUER_GUARD_LEDGER",
+    "ISSUER_GUARD_DISCOVERY_INTERVAL",
+    "ISSUER_GUARD_DISCOVERY_WINDOW",
+];
+
+/// Discovery's flags and the RBAC they need come together or not at all,
+/// and the RBAC is exactly the least the binary needs: its own token, the
+/// two discovery URLs, and writes to its ledger by name only.
+#[test]
+fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
+    // Names that differ from the binary's defaults (issuer-guard-ledger), so
+    // a chart that forgot to pass one would be caught.
+    let (release, ns) = ("edge", "guard-system");
+    let (fullname, ledger) = ("edge-issuer-guard", "edge-issuer-guard-ledger");
+    let service_account = json!({"kind": "ServiceAccount", "name": fullname, "namespace": ns});
+
+    let rbac = chart::render(release, ns, &[], "rbac.yaml");
+    assert_eq!(
+        kinds(&rbac),
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    );
+    let cluster_role = one(&rbac, "ClusterRole");
+    assert_eq!(
+        cluster_role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+            {"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"], "verbs": ["get"]},
+        ]),
+        "{cluster_role}"
+    );
+    assert_eq!(
+        one(&rbac, "ClusterRoleBinding")["subjects"],
+        json!([service_account])
+    );
+    let role = one(&rbac, "Role");
+    assert_eq!(role["metadata"]["namespace"], ns, "{role}");
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [fullname], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["update", "patch"]},
+        ]),
+        "{role}"
+    );
+    let binding = one(&rbac, "RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], ns, "{binding}");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}),
+        "{binding}"
+    );
+    assert_eq!(binding["subjects"], json!([service_account]), "{binding}");
+
+    let deployments = chart::render(release, ns, &[], "deployment.yaml");
+    let env = container_env(one(&deployments, "Deployment"));
+    let want: Vec<(String, String)> = DISCOVERY_ENV
+        .iter()
+        .zip([&format!("{ns}/{fullname}"), ledger, "10s", "5m"])
+        .map(|(k, v)| ((*k).to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(env, want);
+
+    // Another ServiceAccount and ledger: the flags and the Role still name
+    // the same ones, and the durations are passed through as given.
+    let set = [
+        "serviceAccount.create=false",
+        "serviceAccount.name=shared",
+        "discovery.ledger=generations.example",
+        "discovery.interval=500ms",
+        "discovery.window=2h",
+    ];
+    let role = chart::render(release, ns, &set, "rbac.yaml")
+        .into_iter()
+        .find(|o| o["kind"] == "Role")
+        .expect("a Role");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        json!(["shared"]),
+        "{role}"
+    );
+    assert_eq!(
+        role["rules"][3]["resourceNames"],
+        json!(["generations.example"]),
+        "{role}"
+    );
+    let env = container_env(one(
+        &chart::render(release, ns, &set, "deployment.yaml"),
+        "Deployment",
+    ));
+    let values: Vec<&str> = env.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(
+        values,
+        ["guard-system/shared", "generations.example", "500ms", "2h"]
+    );
+
+    // Off: no Role, no discovery URLs, no flags; the Secret watch's grant
+    // and the user's own environment stay.
+    let off = ["discovery.enabled=false"];
+    let rbac = chart::render(release, ns, &off, "rbac.yaml");
+    assert_eq!(kinds(&rbac), ["ClusterRole", "ClusterRoleBinding"]);
+    assert_eq!(
+        one(&rbac, "ClusterRole")["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}])
+    );
+    for o in &rbac {
         assert!(
-            stderr.contains(needle),
-            "{extra:?}: the error does not name {needle}:\n{stderr}"
+            !o.to_string().contains("nonResourceURLs"),
+            "discovery is off but {o}"
         );
+    }
+    let deployment = chart::render(release, ns, &off, "deployment.yaml");
+    let spec = &one(&deployment, "Deployment")["spec"]["template"]["spec"];
+    assert!(spec["containers"][0].get("env").is_none(), "{spec}");
+    let env = container_env(one(
+        &chart::render(
+            release,
+            ns,
+            &[
+                off[0],
+                "extraEnv[0].name=RUST_BACKTRACE",
+                "extraEnv[0].value=full",
+            ],
+            "deployment.yaml",
+        ),
+        "Deployment",
+    ));
+    assert_eq!(env, [("RUST_BACKTRACE".to_owned(), "full".to_owned())]);
+
+    // Durations the binary would refuse at start-up are refused at install:
+    // Go's compound and fractional forms, zero, days, no unit.
+    let home = tempfile::tempdir().unwrap();
+    for bad in ["1h30m", "1.5s", "0s", "2d", "10", "ten seconds"] {
+        for key in ["interval", "window"] {
+            let set = format!("discovery.{key}={bad}");
+            assert_refused(
+                home.path(),
+                &["--set-string", &set],
+                &format!("/discovery/{key}"),
+            );
+        }
+    }
+    for bad in ["Ledger", "ledger_1", "-ledger", &"l".repeat(254)] {
+        let set = format!("discovery.ledger={bad}");
+        assert_refused(home.path(), &["--set-string", &set], "/discovery/ledger");
     }
 }
 
@@ -320,6 +470,112 @@ async fn create_in(client: &Client, ns: &str, obj: &Value) -> Result<Value, kube
     api.create(&PostParams::default(), &object)
         .await
         .map(|o| serde_json::to_value(o).expect("JSON"))
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+/// The chart's discovery RBAC as the API server enforces it, for `sa`, the
+/// chart's ServiceAccount in the release `issuer-guard`.
+async fn assert_discovery_rbac(admin: &Client, sa: &Client) {
+    // The API server binds the discovery URLs to every ServiceAccount by
+    // default; hardened clusters remove that binding. Without it, the
+    // chart's own ClusterRole rule is what is checked below. The API server
+    // only restores it when it restarts, which this one does not.
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(
+            "system:service-account-issuer-discovery",
+            &Default::default(),
+        )
+        .await
+        .expect("delete the default issuer discovery binding");
+    for path in ["/.well-known/openid-configuration", "/openid/v1/jwks"] {
+        let request = http::Request::get(path).body(Vec::new()).unwrap();
+        let body = sa
+            .request_text(request)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} with the chart's ServiceAccount: {e}"));
+        assert!(
+            body.contains(if path.ends_with("jwks") {
+                "keys"
+            } else {
+                ISSUER
+            }),
+            "{path}: {body}"
+        );
+    }
+
+    let token_request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(sa.clone(), RELEASE_NS);
+    accounts
+        .create_token_request(RELEASE, &PostParams::default(), &token_request)
+        .await
+        .expect("a token for its own ServiceAccount");
+    assert_forbidden(
+        "a token for another ServiceAccount",
+        accounts
+            .create_token_request("default", &PostParams::default(), &token_request)
+            .await,
+    );
+
+    let ledger = format!("{RELEASE}-ledger");
+    let config_maps: Api<ConfigMap> = Api::namespaced(sa.clone(), RELEASE_NS);
+    let object = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"generation": "1"}}))
+            .unwrap()
+    };
+    config_maps
+        .create(&PostParams::default(), &object(&ledger))
+        .await
+        .expect("create the ledger");
+    let change = Patch::Merge(json!({"data": {"generation": "2"}}));
+    config_maps
+        .patch(&ledger, &PatchParams::default(), &change)
+        .await
+        .expect("patch the ledger");
+    // Listing is allowed for the ledger's name alone, as its watch asks.
+    assert_forbidden(
+        "listing every ConfigMap in the release namespace",
+        config_maps.list(&ListParams::default()).await,
+    );
+    let listed = config_maps
+        .list(&ListParams::default().fields(&format!("metadata.name={ledger}")))
+        .await
+        .expect("list the ledger by name");
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some(ledger.as_str()))
+    );
+    assert_forbidden(
+        "patching the chart's own config ConfigMap",
+        config_maps
+            .patch("issuer-guard-config", &PatchParams::default(), &change)
+            .await,
+    );
+    assert_forbidden(
+        "deleting the ledger",
+        config_maps.delete(&ledger, &Default::default()).await,
+    );
+    assert_forbidden(
+        "creating a ConfigMap outside the release namespace",
+        Api::<ConfigMap>::namespaced(sa.clone(), NS)
+            .create(&PostParams::default(), &object(&ledger))
+            .await,
+    );
+    assert_forbidden(
+        "reading ConfigMaps outside the release namespace",
+        Api::<ConfigMap>::namespaced(sa.clone(), NS)
+            .list(&ListParams::default())
+            .await,
+    );
 }
 
 fn stamped(obj: &Value) -> Option<&str> {
@@ -501,6 +757,10 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         matches!(&err, kube::Error::Api(e) if e.code == 403),
         "{err}"
     );
+
+    // Discovery's grants (on by default), used with the ServiceAccount's own
+    // token: what the binary needs works, and one step beside it is refused.
+    assert_discovery_rbac(&cp.client, &sa_client).await;
 
     // An upgrade that changes only the config and the webhooks keeps the
     // certificate, the CA and the pods.

@@ -82,6 +82,8 @@ pub struct ControlPlane {
     // Fields drop in order: the processes go before the directory they
     // write into.
     kcm: Option<Proc>,
+    /// API servers started by [`ControlPlane::start_second_apiserver`].
+    extra_apiservers: Vec<Proc>,
     apiserver: Proc,
     etcd: Proc,
     /// The API server as the admin user.
@@ -144,6 +146,7 @@ impl ControlPlane {
         let client = admin_client(&kubeconfig).await;
         let mut cp = ControlPlane {
             kcm: None,
+            extra_apiservers: Vec::new(),
             apiserver,
             etcd,
             client,
@@ -175,6 +178,61 @@ impl ControlPlane {
         self.dir.path()
     }
 
+    /// The port of the API server that `client` and `kubeconfig` reach.
+    pub fn apiserver_port(&self) -> u16 {
+        self.apiserver_port
+    }
+
+    /// Starts one more kube-apiserver, on a new port, against the same etcd
+    /// and with the same PKI and serving certificate, but with `flags` of
+    /// its own: two API servers configured differently are what clients
+    /// meet while a control plane is rolled one server at a time. Returns
+    /// its port once its /readyz answers ok. It stops with the control
+    /// plane or at [`ControlPlane::stop_second_apiservers`].
+    pub async fn start_second_apiserver(&mut self, flags: ServiceAccountFlags) -> u16 {
+        let port = free_port();
+        // apiserver_args puts --cert-dir under the directory it is given; a
+        // directory per server keeps two of them from writing the same files.
+        // Named by port, so a server started after a stop has its own too.
+        let root = self.dir.path().join(format!("apiserver-{port}"));
+        std::fs::create_dir_all(&root).expect("create the second API server's directory");
+        let args = apiserver_args(&root, &self.pki, self.etcd_port, port, &flags);
+        let log = self.dir.path().join(format!("kube-apiserver-{port}.log"));
+        let kubeconfig = root.join("admin.kubeconfig");
+        self.pki
+            .write_kubeconfig(&kubeconfig, &format!("https://127.0.0.1:{port}"));
+        self.extra_apiservers.push(Proc::spawn(
+            "kube-apiserver",
+            &binaries::get().kube_apiserver,
+            &args,
+            log,
+        ));
+        let client = admin_client(&kubeconfig).await;
+        let deadline = Deadline::new(format!("kube-apiserver :{port} /readyz"), START_TIMEOUT);
+        loop {
+            self.extra_apiservers
+                .last_mut()
+                .expect("the server just started")
+                .assert_running();
+            self.etcd.assert_running();
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a request");
+            if let Ok(body) = client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                return port;
+            }
+            deadline.tick().await;
+        }
+    }
+
+    /// Kills every API server [`ControlPlane::start_second_apiserver`]
+    /// started: the end of a roll.
+    pub fn stop_second_apiservers(&mut self) {
+        self.extra_apiservers.clear();
+    }
+
     /// Restarts kube-apiserver on the same port with other service-account
     /// flags, keeping etcd and its data: one step of a rotation.
     pub async fn restart_apiserver(&mut self, flags: ServiceAccountFlags) {
@@ -199,6 +257,13 @@ impl ControlPlane {
             log,
         );
         self.wait_ready().await;
+    }
+
+    /// Kills kube-apiserver, leaving etcd and the controller-manager up, as
+    /// an API server that cannot be reached; `restart_apiserver` brings it
+    /// back.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.stop();
     }
 
     /// (Re)starts kube-controller-manager with `key` as

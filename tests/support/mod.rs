@@ -8,8 +8,10 @@
 // Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod alternating;
 pub mod api;
 pub mod binaries;
+pub mod chart;
 pub mod controlplane;
 pub mod injector;
 pub mod pki;

@@ -50,6 +50,33 @@ pub struct IssuerGuard {
     config: PathBuf,
     health: String,
     http: reqwest::Client,
+    /// The webhook port, and the dev CA its certificate is signed by.
+    pub port: u16,
+    pub ca: PathBuf,
+}
+
+/// How [`IssuerGuard::launch`] starts issuer-guard.
+pub struct Launch {
+    /// Register the webhooks with this; `None` leaves them unregistered
+    /// (a second replica, or a process watched through its metrics).
+    pub registration: Option<Registration>,
+    /// Flags beyond the ones every test gives.
+    pub args: Vec<String>,
+    /// The directory and log file name under the control plane's directory.
+    pub name: String,
+    /// Another kubeconfig than the admin's.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            registration: Some(Registration::default()),
+            args: Vec::new(),
+            name: "issuer-guard".to_owned(),
+            kubeconfig: None,
+        }
+    }
 }
 
 impl IssuerGuard {
@@ -65,7 +92,21 @@ impl IssuerGuard {
         config: &str,
         registration: Registration,
     ) -> IssuerGuard {
-        let dir = cp.dir().join("issuer-guard");
+        Self::launch(
+            cp,
+            config,
+            Launch {
+                registration: Some(registration),
+                ..Launch::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts issuer-guard as `launch` says, and once it is ready registers
+    /// it when asked to (waiting until the API server calls it).
+    pub async fn launch(cp: &ControlPlane, config: &str, launch: Launch) -> IssuerGuard {
+        let dir = cp.dir().join(&launch.name);
         std::fs::create_dir_all(&dir).expect("create issuer-guard's directory");
         let config_path = dir.join("config.yaml");
         write_atomically(&config_path, config);
@@ -74,19 +115,22 @@ impl IssuerGuard {
         // compiled in, and another test may have installed it already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs = dir.join("certs");
+        let kubeconfig = launch.kubeconfig.unwrap_or_else(|| cp.kubeconfig.clone());
+        let mut args = vec![
+            "serve".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--health-listen=127.0.0.1:{health_port}"),
+            format!("--dev-cert-dir={}", certs.display()),
+            format!("--config={}", config_path.display()),
+            "--reload-interval=100ms".into(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+        ];
+        args.extend(launch.args);
         let process = Proc::spawn(
             "issuer-guard",
             &super::issuer_guard_bin(),
-            &[
-                "serve".into(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--health-listen=127.0.0.1:{health_port}"),
-                format!("--dev-cert-dir={}", certs.display()),
-                format!("--config={}", config_path.display()),
-                "--reload-interval=100ms".into(),
-                format!("--kubeconfig={}", cp.kubeconfig.display()),
-            ],
-            cp.dir().join("issuer-guard.log"),
+            &args,
+            cp.dir().join(format!("{}.log", launch.name)),
         );
         let mut guard = IssuerGuard {
             process,
@@ -98,12 +142,37 @@ impl IssuerGuard {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("an HTTP client"),
+            port,
+            ca: certs.join("ca.crt"),
         };
         guard.wait_ready().await;
-        let ca = std::fs::read(certs.join("ca.crt")).expect("issuer-guard's dev CA");
-        register(&cp.client, port, &ca, registration).await;
-        guard.wait_called().await;
+        if let Some(registration) = launch.registration {
+            let ca = std::fs::read(&guard.ca).expect("issuer-guard's dev CA");
+            register(&cp.client, port, &ca, registration).await;
+            guard.wait_called().await;
+        }
         guard
+    }
+
+    /// issuer-guard's /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, t)| t)
+            .expect("issuer-guard's /metrics")
+    }
+
+    /// /readyz's status code.
+    pub async fn readyz(&self) -> u16 {
+        self.get("/readyz").await.map_or(0, |(s, _)| s)
+    }
+
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Replaces the config file and waits until issuer-guard has reloaded it.

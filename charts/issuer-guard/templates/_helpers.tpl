@@ -80,6 +80,15 @@ The ConfigMap holding config.yaml.
 {{- end }}
 
 {{/*
+The discovery ledger ConfigMap: discovery.ledger, or <fullname>-ledger. The
+Role grants update and patch on this name only, so the Deployment's
+--ledger and the Role must both come from here.
+*/}}
+{{- define "issuer-guard.ledgerName" -}}
+{{- .Values.discovery.ledger | default (printf "%s-ledger" (include "issuer-guard.fullname" . | trunc 56 | trimSuffix "-")) }}
+{{- end }}
+
+{{/*
 The Secret holding the serving certificate, per tls.mode:
   helm:         <fullname>-tls (created by the chart)
   cert-manager: <fullname>-cert-manager-tls (written by cert-manager)

@@ -1,0 +1,71 @@
+//! The Helm chart in charts/issuer-guard: helm run with a private home, and
+//! what `helm template` renders, as JSON objects to assert on.
+
+use std::{path::Path, process::Output};
+
+use serde_json::Value;
+
+use super::binaries;
+
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/issuer-guard");
+
+/// Runs helm with its own cache, config and data directories under `home`,
+/// so tests in parallel never share helm's state.
+pub fn helm(home: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(&binaries::get().helm)
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .expect("run helm")
+}
+
+/// helm's stdout, failing the test with its stderr when it failed.
+pub fn ok(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The objects of a multi-document YAML stream. Documents that are empty
+/// (helm prints one for a template that renders nothing) or not a mapping
+/// are left out.
+pub fn objects(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("rendered YAML")
+        .into_iter()
+        .filter(Value::is_object)
+        .collect()
+}
+
+/// `helm template RELEASE <chart> --namespace NAMESPACE EXTRA...`, as JSON
+/// objects.
+pub fn template(home: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    objects(&ok(&helm(home, &args), &format!("helm template {extra:?}")))
+}
+
+/// The objects one template renders with `--set` for each of `set`.
+/// `show_only` is the template's file name (`rbac.yaml`) or its path in the
+/// chart (`templates/rbac.yaml`). helm refuses `--show-only` for a template
+/// that renders nothing, which fails the test.
+pub fn render(release: &str, namespace: &str, set: &[&str], show_only: &str) -> Vec<Value> {
+    let home = tempfile::tempdir().expect("a helm home");
+    let show_only = if show_only.starts_with("templates/") {
+        show_only.to_owned()
+    } else {
+        format!("templates/{show_only}")
+    };
+    let mut extra: Vec<&str> = Vec::with_capacity(2 * set.len() + 2);
+    for s in set {
+        extra.extend(["--set", s]);
+    }
+    extra.extend(["--show-only", show_only.as_str()]);
+    template(home.path(), release, namespace, &extra)
+}
