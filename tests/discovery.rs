@@ -478,10 +478,10 @@ async fn a_control_plane_roll_does_not_make_the_generation_flap() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        seen,
-        vec![1, 2],
-        "the generation over the roll (1 = old pair, 2 = new)"
+    // It may have moved to 2 before the first sample; it must never move back.
+    assert!(
+        seen == [1, 2] || seen == [2],
+        "the generation over the roll (1 = old pair, 2 = new): {seen:?}"
     );
     assert_eq!(
         replica_generation(&guard).await,
