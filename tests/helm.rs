@@ -167,6 +167,43 @@ fn every_ci_values_file_lints_and_renders() {
                 for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"] {
                     assert!(!find(&objects, kind).is_empty(), "{name}: no {kind}");
                 }
+                let alerts = |objects: &[Value]| -> Vec<(String, String)> {
+                    one(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| {
+                            let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                            (field("alert"), field("expr"))
+                        })
+                        .collect()
+                };
+                let with = alerts(&objects);
+                let stale = with
+                    .iter()
+                    .find(|(a, _)| a == "IssuerGuardDiscoveryStale")
+                    .expect("a discovery alert");
+                assert!(
+                    stale.1.contains("issuer_guard_discovery_age_seconds")
+                        && stale.1.ends_with("> 300"),
+                    "{stale:?}"
+                );
+                assert!(with.iter().any(|(a, e)| a == "IssuerGuardRotationComing"
+                    && e.contains("state=\"staged\"")
+                    && e.contains("state=\"planned\"")));
+                // Without discovery its alerts would never fire, or fire
+                // forever: they are not rendered.
+                let without = alerts(&render(
+                    home.path(),
+                    &["-f", f, "--set", "discovery.enabled=false"],
+                ));
+                assert!(
+                    !without
+                        .iter()
+                        .any(|(a, _)| a.starts_with("IssuerGuardDiscovery")
+                            || a == "IssuerGuardRotationComing")
+                );
+                assert_eq!(without.len() + 2, with.len());
             }
             _ => {}
         }
