@@ -43,6 +43,9 @@ struct Claims {
     iss: String,
 }
 
+#[cfg(test)]
+mod tests;
+
 pub async fn probe(
     client: &Client,
     account: &ServiceAccountRef,
@@ -58,17 +61,38 @@ pub async fn probe(
     .await?;
     let mut jwks = get_jwks(client, timeout).await?;
     let token = token(client, account, audience, timeout).await?;
-    let header = jsonwebtoken::decode_header(&token).map_err(|e| verify(e.to_string()))?;
-    let kid = header
-        .kid
-        .clone()
-        .ok_or_else(|| verify("the token's header has no kid".to_owned()))?;
-    if jwks.1.find(&kid).is_none() {
+    let kid = jsonwebtoken::decode_header(&token)
+        .map_err(|e| verify(e.to_string()))?
+        .kid;
+    if kid.is_some_and(|k| jwks.1.find(&k).is_none()) {
         // During a roll the JWKS and the token may come from different API
         // servers; one more look settles most of those.
         jwks = get_jwks(client, timeout).await?;
     }
-    let jwk = jwks.1.find(&kid).ok_or_else(|| {
+    let (issuer, key_id) = believe(&token, &jwks.1, audience)?;
+    Ok(Seen {
+        issuer,
+        key_id,
+        verifying: jwks.0,
+        advertised_issuer: advertised.issuer,
+    })
+}
+
+/// The issuer and key id of `token`, once its signature verifies against
+/// `jwks` and it is meant for `audience` and unexpired. Nothing about a
+/// token that does not verify is believed: a forged or mangled one would
+/// otherwise start a new generation.
+pub fn believe(
+    token: &str,
+    jwks: &JwkSet,
+    audience: &str,
+) -> Result<(String, String), DiscoveryError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| verify(e.to_string()))?;
+    let kid = header
+        .kid
+        .clone()
+        .ok_or_else(|| verify("the token's header has no kid".to_owned()))?;
+    let jwk = jwks.find(&kid).ok_or_else(|| {
         verify(format!(
             "the token's key {kid:?} is not in the JWKS; the API server's --service-account-key-file must include the public key of --service-account-signing-key-file"
         ))
@@ -77,14 +101,9 @@ pub async fn probe(
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    let claims = jsonwebtoken::decode::<Claims>(&token, &key, &validation)
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
         .map_err(|e| verify(format!("the token does not verify with key {kid:?}: {e}")))?;
-    Ok(Seen {
-        issuer: claims.claims.iss,
-        key_id: kid,
-        verifying: jwks.0,
-        advertised_issuer: advertised.issuer,
-    })
+    Ok((claims.claims.iss, kid))
 }
 
 fn verify(message: String) -> DiscoveryError {
