@@ -3,7 +3,10 @@
 //! watch and discovery each replace their half and the combination is
 //! worked out again off the hot path.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -20,6 +23,8 @@ pub struct Live {
     /// Serialises recombination, so that a slow writer never stores a
     /// combination older than one already stored.
     combine: Mutex<()>,
+    /// Whether a discovery has been combined yet.
+    combined_once: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -30,6 +35,7 @@ impl Live {
             file: ArcSwap::from_pointee(file),
             discovered: ArcSwapOption::empty(),
             combine: Mutex::new(()),
+            combined_once: AtomicBool::new(false),
             metrics,
         });
         live.record(&live.effective.load(), None);
@@ -74,12 +80,20 @@ impl Live {
         };
         // Staged and retired keys change no rule's input, only the metrics.
         self.record(&next, found.as_deref());
+        let first_discovery = found.is_some() && !self.combined_once.swap(true, Ordering::AcqRel);
         let before = self.effective.load();
         if **before == next {
             return;
         }
         let changes = enforcement_changes(&before, &next);
-        if !changes.is_empty() {
+        if first_discovery {
+            // Replacing the static generation at start-up is the plan, not
+            // news; later changes are.
+            tracing::info!(
+                changes = %changes.join("; "),
+                "generation discovered"
+            );
+        } else if !changes.is_empty() {
             tracing::warn!(
                 changes = %changes.join("; "),
                 discovered = found.is_some(),
