@@ -823,6 +823,37 @@ fn a_repository_scan_keeps_going_and_says_where_each_object_came_from() {
     assert!(text.contains("2 object(s) judged, 1 exempt, 1 with findings: 1 deny, 0 label, 0 warn; 3 unusable input(s)"), "{text}");
 }
 
+/// Checks `log` against the SARIF 2.1.0 JSON schema through serde-sarif,
+/// whose types are generated from that schema at build time: a missing
+/// required property, a value outside an enum or of the wrong type fails to
+/// read, and a property the schema does not define is dropped, so it shows
+/// as a difference once the typed log is written back.
+fn assert_conforms_to_sarif_schema(log: &Value) {
+    let typed: serde_sarif::sarif::Sarif = serde_json::from_value(log.clone())
+        .unwrap_or_else(|e| panic!("not a SARIF 2.1.0 log: {e}\n{log:#}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, log,
+        "properties the SARIF 2.1.0 schema does not define (left: as the schema reads it)"
+    );
+}
+
+#[test]
+fn the_sarif_schema_check_can_fail() {
+    let good =
+        json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}}, "results": []}]});
+    assert_conforms_to_sarif_schema(&good);
+    for bad in [
+        json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x", "colour": 1}}}]}),
+        json!({"version": "2.1.0", "runs": [{"tool": {}}]}),
+        json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}},
+               "results": [{"message": {"text": "m"}, "level": "fatal"}]}]}),
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_conforms_to_sarif_schema(&bad));
+        assert!(caught.is_err(), "accepted {bad}");
+    }
+}
+
 #[test]
 fn sarif_points_at_the_line_of_each_finding() {
     let dir = tempfile::tempdir().unwrap();
@@ -849,6 +880,7 @@ fn sarif_points_at_the_line_of_each_finding() {
     );
     assert_eq!(out.status.code(), Some(1));
     let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_conforms_to_sarif_schema(&sarif);
     // What SARIF 2.1.0 requires of a log, a run, its tool and each result.
     assert_eq!(sarif["version"], "2.1.0");
     assert!(sarif["$schema"].as_str().unwrap().contains("sarif-2.1.0"));
