@@ -1522,3 +1522,59 @@ async fn bursts_of_large_reviews_stay_within_the_memory_budget() {
 fn cli_default_max_body() -> usize {
     issuer_guard::cli::DEFAULT_MAX_BODY_BYTES
 }
+
+/// Discovery flags that cannot work stop `serve` at start-up, saying what
+/// to change, rather than serving a generation nobody discovers.
+#[test]
+fn discovery_flags_that_cannot_work_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |extra: &[&str]| -> String {
+        let out = std::process::Command::new(support::issuer_guard_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+                "--dev-cert-dir",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["--no-cluster", "--service-account", "ns/issuer-guard"]);
+    assert!(
+        err.contains("needs an API server") && err.contains("--kubeconfig"),
+        "{err}"
+    );
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let err = refused(&[
+        "--kubeconfig",
+        kubeconfig,
+        "--service-account",
+        "issuer-guard",
+    ]);
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+    let err = refused(&[
+        "--kubeconfig",
+        kubeconfig,
+        "--service-account",
+        "ns/issuer-guard",
+        "--discovery-interval",
+        "10s",
+        "--discovery-window",
+        "15s",
+    ]);
+    assert!(err.contains("at least twice"), "{err}");
+}
