@@ -4,8 +4,9 @@
 //!
 //! - both webhook replicas are rolled with SIGTERM, one at a time, twice;
 //! - the serving certificate is rotated by a kubelet-style `..data` swap;
-//! - the config is edited badly, then well (a new generation);
-//! - kube-apiserver is restarted.
+//! - the config is edited badly, then well;
+//! - kube-apiserver is restarted signing with a new key, which discovery
+//!   (on, as the chart runs it) turns into generation 2 with no edit.
 //!
 //! Every create that failed because of the webhook fails the test; those
 //! that failed while kube-apiserver itself was down are counted apart.
@@ -26,14 +27,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
 use support::{
-    ControlPlane, Deadline, NS, ServiceAccountFlags,
+    ControlPlane, Deadline, NS, SaKey, ServiceAccountFlags,
     process::{Proc, free_port},
     relay::Relay,
     serve::sample,
@@ -42,6 +43,8 @@ use support::{
 use tokio::sync::Semaphore;
 
 const ISSUER: &str = "https://chaos.e2e.example";
+/// The replicas' own ServiceAccount, which discovery mints tokens for.
+const ACCOUNT: &str = "issuer-guard";
 /// Pods created per second, unless `CHAOS_RATE` says otherwise.
 const RATE: u64 = 10;
 /// Creates in flight at most; a slower API server lowers the rate achieved
@@ -54,6 +57,9 @@ const SHUTDOWN_DELAY: &str = "2s";
 /// put down to its restart (its clients reconnect in this time).
 const RESTART_SETTLING: Duration = Duration::from_secs(3);
 
+/// The replicas' config. Discovery decides the generation; the static
+/// block is what a replica would stamp before reading the ledger, which it
+/// must never do.
 fn config(generation: u64) -> String {
     format!(
         "generation:\n  static: {{number: {generation}, issuer: \"{ISSUER}\", keyId: \"\"}}\nmode: enforce\n"
@@ -123,6 +129,9 @@ impl Replica {
             format!("--shutdown-delay={SHUTDOWN_DELAY}"),
             "--shutdown-grace=10s".into(),
             "--log-format=json".into(),
+            format!("--service-account={NS}/{ACCOUNT}"),
+            "--discovery-interval=500ms".into(),
+            "--discovery-window=5s".into(),
         ];
         Replica {
             name: name.to_owned(),
@@ -320,6 +329,12 @@ async fn admission_survives_webhook_rolls_cert_and_config_changes_and_apiserver_
     let at = |fraction: f64| length.mul_f64(fraction);
 
     let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).unwrap();
+    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create issuer-guard's ServiceAccount");
     let dir = cp.dir().join("chaos");
     std::fs::create_dir_all(&dir).unwrap();
     let config_path = dir.join("config.yaml");
@@ -345,6 +360,7 @@ async fn admission_survives_webhook_rolls_cert_and_config_changes_and_apiserver_
     for r in &mut replicas {
         r.start().await;
     }
+    all_reach(&replicas, "issuer_guard_generation", 1.0).await;
     let relay = Relay::start(
         &replicas
             .iter()
@@ -433,23 +449,31 @@ async fn admission_survives_webhook_rolls_cert_and_config_changes_and_apiserver_
     .await;
 
     until(started, at(0.55)).await;
-    mark(&mut events, "fix the config: generation 2");
-    let fixed_at = started.elapsed().as_secs_f64();
-    write_atomically(&config_path, &config(2));
+    mark(&mut events, "fix the config");
+    // Another static number: discovery's generation must win over it.
+    write_atomically(&config_path, &config(7));
     all_reach(
         &replicas,
         "issuer_guard_config_reloads_total{result=\"success\"}",
         1.0,
     )
     .await;
-    let gen2_at = started.elapsed().as_secs_f64();
 
     until(started, at(0.65)).await;
-    mark(&mut events, "restart kube-apiserver");
+    mark(&mut events, "restart kube-apiserver signing with key B");
+    let switch_at = started.elapsed().as_secs_f64();
     load.apiserver_down.store(true, Ordering::Release);
-    cp.restart_apiserver(ServiceAccountFlags::issuer(ISSUER))
-        .await;
-    tokio::time::sleep(RESTART_SETTLING).await;
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let settled = tokio::time::Instant::now() + RESTART_SETTLING;
+    all_reach(&replicas, "issuer_guard_generation", 2.0).await;
+    let gen2_at = started.elapsed().as_secs_f64();
+    mark(&mut events, "both replicas at generation 2");
+    tokio::time::sleep_until(settled).await;
     load.apiserver_down.store(false, Ordering::Release);
 
     until(started, at(0.80)).await;
@@ -519,14 +543,15 @@ async fn admission_survives_webhook_rolls_cert_and_config_changes_and_apiserver_
         "only {} of {planned:.0} planned creates were admitted",
         tally.admitted
     );
-    // A broken config is not a reset: until the fix, generation 1 held;
-    // once both replicas had the fix, generation 2.
-    // A create in flight while the fix was loaded may get either.
+    // Neither rolls nor a broken or edited config move the stamp: until the
+    // key switch, generation 1 held; once both replicas had seen it,
+    // generation 2, through the second roll too. A create in flight while
+    // the switch was discovered may get either.
     for &(sent, answered, g) in &tally.stamps {
-        if answered < fixed_at {
+        if answered < switch_at {
             assert_eq!(
                 g, 1,
-                "a Pod created at {sent:.1}s (config broken at {bad_at:.1}s) got generation {g}"
+                "a Pod created at {sent:.1}s (config broken at {bad_at:.1}s, key switched at {switch_at:.1}s) got generation {g}"
             );
         } else if sent > gen2_at {
             assert_eq!(
