@@ -179,6 +179,16 @@ impl Ledger {
             .max()
     }
 
+    /// Whether this ledger is at least as far along as `other`. Every
+    /// change to a ledger adds a generation or moves an observation forward,
+    /// so (highest number, newest observation) orders the versions of one
+    /// ledger; a watch event that arrives after this replica's own newer
+    /// write is behind by it.
+    pub fn is_at_least(&self, other: &Ledger) -> bool {
+        let progress = |l: &Ledger| (l.generations.iter().map(|g| g.number).max(), l.latest());
+        progress(self) >= progress(other)
+    }
+
     /// What the ledger says now; `None` while it is empty.
     pub fn conclude(&self, timing: Timing) -> Option<Discovered> {
         let latest = self.latest()?;

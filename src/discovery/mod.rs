@@ -210,7 +210,17 @@ async fn watch_ledger(
     }
 }
 
+/// Takes `ledger` as the one in force unless it is behind the one already
+/// known: the probe adopts its own write at once, and the watch may deliver
+/// an older version after it.
 fn adopt(ledger: &Ledger, timing: Timing, live: &Live, known: &arc_swap::ArcSwapOption<Ledger>) {
+    if known
+        .load()
+        .as_deref()
+        .is_some_and(|k| !ledger.is_at_least(k))
+    {
+        return;
+    }
     known.store(Some(Arc::new(ledger.clone())));
     if let Some(found) = ledger.conclude(timing) {
         live.set_discovered(found);
@@ -230,8 +240,8 @@ async fn probe_loop(
     let started = Instant::now();
     let mut last_success: Option<Instant> = None;
     let mut failing = false;
-    // Each request gets most of an interval; a stuck API server must not
-    // stop the loop from reporting its age.
+    // Each request gets an interval, and at least 5 s; a stuck API server
+    // must not stop the loop from reporting its age.
     let timeout = settings.interval.max(Duration::from_secs(5));
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -144,3 +144,23 @@ fn the_ledger_reads_back_what_it_wrote() {
     let back: Ledger = serde_json::from_str(&text).unwrap();
     assert_eq!(back, l);
 }
+
+#[test]
+fn a_later_version_is_at_least_an_earlier_one_and_not_the_reverse() {
+    let mut earlier = Ledger::default();
+    earlier.observe(&seen(0, OLD, "a", &["a"]), 1, &[], TIMING);
+    let mut refreshed = earlier.clone();
+    refreshed.observe(&seen(100, OLD, "a", &["a"]), 1, &[], TIMING);
+    let mut switched = refreshed.clone();
+    switched.observe(&seen(110, OLD, "b", &["a", "b"]), 1, &[], TIMING);
+    for (later, before) in [
+        (&refreshed, &earlier),
+        (&switched, &refreshed),
+        (&switched, &earlier),
+    ] {
+        assert!(later.is_at_least(before));
+        assert!(!before.is_at_least(later));
+    }
+    assert!(switched.is_at_least(&switched.clone()));
+    assert!(earlier.is_at_least(&Ledger::default()));
+}
