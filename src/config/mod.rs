@@ -319,7 +319,7 @@ fn rotation_from(
     {
         return Err(ConfigError::field(
             format!("rotation.retiringIssuers[{i}]"),
-            "is the current issuer (generation.static.issuer); to declare a switch before it happens, set rotation.nextIssuer instead",
+            "is the current issuer (generation.static.issuer, default https://kubernetes.default.svc.cluster.local); to declare a switch before it happens, set rotation.nextIssuer instead, and if it no longer signs, set generation.static.issuer to the issuer that does",
         ));
     }
     if !generation.key_id.is_empty()
