@@ -661,7 +661,13 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     args.extend_from_slice(&base);
     let out = helm(&home, &args);
     let install_time = started.elapsed();
-    ok(&out, "helm install");
+    let notes = ok(&out, "helm install");
+    // The notes tell an operator where the discovered generation lives.
+    assert!(
+        notes.contains("generation discovered from the API server")
+            && notes.contains(&format!("get configmap {RELEASE}-ledger")),
+        "{notes}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("violate PodSecurity"), "{stderr}");
 
