@@ -114,6 +114,18 @@ async fn wait_stamp(cp: &ControlPlane, want: (u64, &str, &str)) -> Duration {
     started.elapsed()
 }
 
+/// Waits until issuer-guard's Secret watch knows legacy token `secret`:
+/// a dry-run Pod `pod` reading it through env comes back marked at risk.
+async fn wait_secret_known(cp: &ControlPlane, pod: &str, secret: &str) {
+    eventually(&format!("{secret} known"), WAIT, || async {
+        let c = create::<Pod>(&cp.client, &env_reader(pod, secret), true).await;
+        c.object()["metadata"]["labels"]["issuer-guard.io/at-risk"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+}
+
 /// The state `metrics` gives key `kid`, if any.
 fn key_state(metrics: &str, kid: &str) -> Option<String> {
     let tail = format!(",key_id=\"{kid}\"}} 1");
@@ -181,13 +193,7 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
     api::legacy_token(&cp.client, "bot", "bot-token").await;
     // No rotation: a pod that froze a legacy token is marked, not denied.
     // Waiting for the mark also waits for the Secret watch.
-    eventually("bot-token known", WAIT, || async {
-        let c = create::<Pod>(&cp.client, &env_reader("env-before", "bot-token"), true).await;
-        c.object()["metadata"]["labels"]["issuer-guard.io/at-risk"]
-            .is_string()
-            .then_some(())
-    })
-    .await;
+    wait_secret_known(&cp, "env-before", "bot-token").await;
 
     // Stage B: it verifies but does not sign yet.
     cp.restart_apiserver(ServiceAccountFlags {
@@ -679,13 +685,7 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
     wait_stamp(&cp, (1, NEW, &kid_a)).await;
     // The Secret watch works with the chart's list/watch.
     api::legacy_token(&cp.client, "bot", "bot-token").await;
-    eventually("bot-token known", WAIT, || async {
-        let c = create::<Pod>(&cp.client, &env_reader("env", "bot-token"), true).await;
-        c.object()["metadata"]["labels"]["issuer-guard.io/at-risk"]
-            .is_string()
-            .then_some(())
-    })
-    .await;
+    wait_secret_known(&cp, "env", "bot-token").await;
     // Until here nothing may have been refused. (An API server that has
     // just restarted refuses requests until its RBAC caches load, so the
     // rest of the log is not held to this.)

@@ -83,6 +83,45 @@ pub struct Declared {
     pub retired_issuers: Vec<String>,
 }
 
+impl Declared {
+    /// Sets what retires, and the planned issuer, from this declaration
+    /// and what discovery found (nothing, for static configuration) while
+    /// `signing` signs. The operator's word retires an issuer; nothing that
+    /// signs is retiring unless a switch away from it is planned.
+    fn resolve(&self, signing: &Generation, found: Option<&Discovered>, rotation: &mut Rotation) {
+        let planned = self.next_issuer.as_ref().filter(|n| **n != signing.issuer);
+        let found_retiring = found.map_or(&[][..], |f| &f.retiring_issuers);
+        let found_retired = found.map_or(&[][..], |f| &f.retired_issuers);
+        let mut issuers = Vec::new();
+        if planned.is_some() {
+            issuers.push(signing.issuer.clone());
+        }
+        for issuer in self.retiring_issuers.iter().chain(found_retiring) {
+            let retired = self.retired_issuers.contains(issuer) || found_retired.contains(issuer);
+            if *issuer != signing.issuer && !retired && !issuers.contains(issuer) {
+                issuers.push(issuer.clone());
+            }
+        }
+        let mut keys: Vec<String> = Vec::new();
+        let found_keys = found
+            .into_iter()
+            .flat_map(|f| f.key_ids(KeyState::Retiring));
+        for key in self
+            .retiring_key_ids
+            .iter()
+            .map(String::as_str)
+            .chain(found_keys)
+        {
+            if key != signing.key_id && !keys.iter().any(|k| k == key) {
+                keys.push(key.to_owned());
+            }
+        }
+        rotation.retiring_issuers = issuers;
+        rotation.retiring_key_ids = keys;
+        rotation.next_issuer = planned.cloned();
+    }
+}
+
 impl Config {
     pub fn embedded_default() -> Self {
         // The embedded file is part of the binary and covered by tests, so a
@@ -229,35 +268,8 @@ impl Config {
     pub fn with_discovered(&self, found: &Discovered) -> Config {
         let mut next = self.clone();
         next.generation = found.generation.clone();
-        let d = &self.declared;
-        let signing = &found.generation.issuer;
-        let planned = d.next_issuer.as_ref().filter(|n| *n != signing);
-        let mut issuers = Vec::new();
-        if planned.is_some() {
-            issuers.push(signing.clone());
-        }
-        for issuer in d.retiring_issuers.iter().chain(&found.retiring_issuers) {
-            let retired =
-                d.retired_issuers.contains(issuer) || found.retired_issuers.contains(issuer);
-            if issuer != signing && !retired && !issuers.contains(issuer) {
-                issuers.push(issuer.clone());
-            }
-        }
-        let mut keys = Vec::new();
-        let retiring = found.key_ids(KeyState::Retiring);
-        for key in d
-            .retiring_key_ids
-            .iter()
-            .map(String::as_str)
-            .chain(retiring)
-        {
-            if key != found.generation.key_id && !keys.iter().any(|k| k == key) {
-                keys.push(key.to_owned());
-            }
-        }
-        next.rotation.retiring_issuers = issuers;
-        next.rotation.retiring_key_ids = keys;
-        next.rotation.next_issuer = planned.cloned();
+        self.declared
+            .resolve(&next.generation, Some(found), &mut next.rotation);
         next
     }
 
@@ -342,23 +354,12 @@ fn rotation_from(
     }
     let declared = Declared {
         generation: generation.clone(),
-        retiring_issuers: r.retiring_issuers.clone(),
-        retiring_key_ids: r.retiring_key_ids.clone(),
-        next_issuer: r.next_issuer.clone(),
-        retired_issuers: r.retired_issuers.clone(),
-    };
-    let mut retiring_issuers = Vec::new();
-    if planned.is_some() {
-        retiring_issuers.push(generation.issuer.clone());
-    }
-    for issuer in r.retiring_issuers {
-        if !retiring_issuers.contains(&issuer) && !r.retired_issuers.contains(&issuer) {
-            retiring_issuers.push(issuer);
-        }
-    }
-    let rotation = Rotation {
-        retiring_issuers,
+        retiring_issuers: r.retiring_issuers,
         retiring_key_ids: r.retiring_key_ids,
+        next_issuer: r.next_issuer,
+        retired_issuers: r.retired_issuers,
+    };
+    let mut rotation = Rotation {
         grace_seconds,
         api_audiences: r.api_audiences,
         trusted_audiences: r.trusted_audiences.into_iter().map(Pattern::new).collect(),
@@ -368,8 +369,9 @@ fn rotation_from(
             .map(Pattern::new)
             .collect(),
         new_key_published: r.new_key_published,
-        next_issuer: planned.cloned(),
+        ..Rotation::default()
     };
+    declared.resolve(generation, None, &mut rotation);
     Ok((rotation, declared))
 }
 

@@ -58,34 +58,3 @@ pub fn watch(
             .inc();
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::super::live::enforcement_changes;
-    use super::*;
-
-    #[test]
-    fn changes_to_the_stamp_or_enforcement_are_named() {
-        let rotating = Config::parse(
-            "generation: {static: {number: 2, issuer: https://a, keyId: k2}}\nrotation: {retiringKeyIds: [k1]}\n",
-        )
-        .unwrap();
-        let same_but_grace = Config::parse(
-            "generation: {static: {number: 2, issuer: https://a, keyId: k2}}\nrotation: {retiringKeyIds: [k1], graceSeconds: 60}\n",
-        )
-        .unwrap();
-        assert!(enforcement_changes(&rotating, &same_but_grace).is_empty());
-        let dropped = Config::parse(
-            "generation: {static: {number: 1, issuer: https://a, keyId: k2}}\nmode: audit\n",
-        )
-        .unwrap();
-        let changes = enforcement_changes(&rotating, &dropped);
-        assert_eq!(changes.len(), 3, "{changes:?}");
-        assert!(changes[0].starts_with("generation 2"), "{changes:?}");
-        assert!(
-            changes[1].contains("rotation over") && changes[1].contains("k1"),
-            "{changes:?}"
-        );
-        assert!(changes[2].contains("Enforce -> Audit"), "{changes:?}");
-    }
-}

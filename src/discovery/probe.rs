@@ -117,20 +117,18 @@ async fn get_jwks(
     timeout: Duration,
 ) -> Result<(Vec<String>, JwkSet), DiscoveryError> {
     let raw: serde_json::Value = get_json(client, JWKS, Stage::Jwks, timeout).await?;
-    let mut kids: Vec<String> = raw
+    let listed = raw
         .get("keys")
         .and_then(|k| k.as_array())
-        .into_iter()
-        .flatten()
+        .map_or(&[][..], Vec::as_slice);
+    let mut kids: Vec<String> = listed
+        .iter()
         .filter_map(|k| k.get("kid")?.as_str().map(str::to_owned))
         .collect();
     kids.sort();
     kids.dedup();
-    let keys = raw
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .into_iter()
-        .flatten()
+    let keys = listed
+        .iter()
         .filter_map(|k| serde_json::from_value(k.clone()).ok())
         .collect();
     Ok((kids, JwkSet { keys }))
@@ -142,20 +140,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     stage: Stage,
     timeout: Duration,
 ) -> Result<T, DiscoveryError> {
-    let request =
-        http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| DiscoveryError::Request {
-                stage,
-                message: e.to_string(),
-            })?;
-    let text = tokio::time::timeout(timeout, client.request_text(request))
-        .await
-        .map_err(|_| DiscoveryError::Timeout { stage, timeout })?
-        .map_err(|e| DiscoveryError::Request {
-            stage,
-            message: e.to_string(),
-        })?;
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| failed(stage, e))?;
+    let text = timed(stage, timeout, client.request_text(request)).await?;
     serde_json::from_str(&text).map_err(|e| DiscoveryError::Request {
         stage,
         message: format!("unreadable answer to GET {path}: {e}"),
@@ -178,16 +166,12 @@ async fn token(
         }),
         ..TokenRequest::default()
     };
-    let answer = tokio::time::timeout(
+    let answer = timed(
+        stage,
         timeout,
         api.create_token_request(&account.name, &PostParams::default(), &request),
     )
-    .await
-    .map_err(|_| DiscoveryError::Timeout { stage, timeout })?
-    .map_err(|e| DiscoveryError::Request {
-        stage,
-        message: e.to_string(),
-    })?;
+    .await?;
     answer
         .status
         .and_then(|s| s.token)
@@ -196,4 +180,24 @@ async fn token(
             stage,
             message: "the TokenRequest came back without a token".to_owned(),
         })
+}
+
+/// One request to the API server, bounded by `timeout`, its failure named
+/// by `stage`.
+async fn timed<T, E: std::fmt::Display>(
+    stage: Stage,
+    timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, DiscoveryError> {
+    tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| DiscoveryError::Timeout { stage, timeout })?
+        .map_err(|e| failed(stage, e))
+}
+
+fn failed(stage: Stage, error: impl std::fmt::Display) -> DiscoveryError {
+    DiscoveryError::Request {
+        stage,
+        message: error.to_string(),
+    }
 }
