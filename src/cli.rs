@@ -102,6 +102,16 @@ pub struct CheckArgs {
     /// Discovery's window, as the cluster's webhook runs with.
     #[arg(long, env = "ISSUER_GUARD_DISCOVERY_WINDOW", default_value = "5m", value_parser = parse_interval)]
     pub discovery_window: Duration,
+    /// Follow symlinks that lead out of the tree named on the command line.
+    /// Off by default: in CI on a pull request a committed symlink to
+    /// /proc/self/environ or ~/.ssh would put the job's secrets in the report.
+    #[arg(long, env = "ISSUER_GUARD_FOLLOW_SYMLINKS", value_parser = BoolishValueParser::new())]
+    pub follow_symlinks: bool,
+    /// Largest file (or standard input) read, e.g. 64Mi, 200Mi, 1Gi; a
+    /// larger one is reported as unusable. One document or object is held
+    /// to 4 MiB, above what the API server accepts.
+    #[arg(long, env = "ISSUER_GUARD_MAX_FILE_SIZE", default_value = "64Mi", value_parser = parse_size)]
+    pub max_file_size: usize,
 }
 
 impl CheckArgs {
@@ -114,6 +124,15 @@ impl CheckArgs {
             strict: self.strict,
             snapshot: self.snapshot,
             window: self.discovery_window,
+            symlinks: if self.follow_symlinks {
+                check::Symlinks::Anywhere
+            } else {
+                check::Symlinks::WithinTree
+            },
+            limits: check::Limits {
+                document: check::DEFAULT_DOCUMENT_LIMIT,
+                file: self.max_file_size,
+            },
         }
     }
 }
@@ -152,6 +171,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Log line format: `text` for people, `json` for log collectors.
     #[arg(long, env = "ISSUER_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -310,6 +330,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A size as a number of bytes with an optional binary unit (`Ki`, `Mi`,
+/// `Gi`, with or without a trailing `B`).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; use e.g. 64Mi, 512Ki or 1Gi"))?;
+    let shift = match unit.trim().trim_end_matches('B') {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        other => {
+            return Err(format!(
+                "{s:?} has unknown unit {other:?}; use Ki, Mi or Gi"
+            ));
+        }
+    };
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("must be greater than zero".to_owned()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{s:?} is too large")),
+    }
+}
+
 /// A duration that must not be zero: a zero poll interval would spin and a
 /// zero deadline would refuse every request.
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -334,6 +381,10 @@ mod tests {
         assert!(parse_duration("2d").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_interval("0ms").is_err());
+        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err() && parse_size("5MB").is_err() && parse_size("x").is_err());
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! `issuer-guard check`: judges manifests offline with the webhook's rules
 //! and decisions, so a CI pipeline sees what admission would do.
 
+mod inputs;
 mod lines;
 mod load;
+mod read;
 mod report;
 mod sarif;
 
-use std::path::PathBuf;
+use std::{
+    io::{BufWriter, Write},
+    path::PathBuf,
+};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use load::{Document, LoadError, Loaded, Unusable, load};
+pub use inputs::Symlinks;
+pub use load::{Document, LoadError, Unusable};
+pub use read::{DEFAULT_DOCUMENT_LIMIT, DEFAULT_FILE_LIMIT, Limits};
 pub use report::{Judged, OutputFormat, Source};
 
 use crate::{
@@ -24,6 +31,8 @@ use crate::{
         SERVICE_ACCOUNT_TOKEN_TYPE,
     },
 };
+use inputs::Entry;
+use load::Sink;
 
 /// What to check, and how to report it.
 #[derive(Debug, Clone)]
@@ -42,6 +51,10 @@ pub struct Options {
     pub snapshot: Option<PathBuf>,
     /// Discovery's window, to read the snapshot as the webhook reads it.
     pub window: std::time::Duration,
+    /// Where symlinks may lead.
+    pub symlinks: Symlinks,
+    /// How much is read of one document and one file.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +65,8 @@ pub enum CheckError {
         "cannot use the ledger snapshot {path}: {message}; save it with `kubectl get configmap issuer-guard-ledger -n <namespace> -o yaml > {path}`"
     )]
     Snapshot { path: PathBuf, message: String },
+    #[error("cannot write the report: {0}")]
+    Output(#[from] std::io::Error),
 }
 
 /// Exit codes: a finding would be denied.
@@ -87,136 +102,216 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
             g.number, g.issuer, g.key_id, r.retiring_issuers, r.retiring_key_ids
         );
     }
-    let Loaded {
-        docs, mut unusable, ..
-    } = load(&args.paths);
-    let judged = judge_documents(&config, &docs, &args.namespace, &mut unusable);
-    print!("{}", report::render(args.output, &judged, &unusable));
+    let inputs = inputs::collect(&args.paths, args.symlinks);
+    // Standard input cannot be read twice: it is kept, within the file limit.
+    let stdin = inputs
+        .entries
+        .iter()
+        .any(|e| matches!(e, Entry::Stdin))
+        .then(|| read::stdin(args.limits));
+    let known = context(&inputs.entries, stdin.as_ref(), args);
+
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut report = report::start(args.output);
+    let mut unusable = Vec::new();
+    let mut denied = false;
+    let mut written = Ok(());
+    let mut stdin = stdin;
+    for entry in inputs.entries {
+        let (name, explicit, text) = match entry {
+            Entry::Skipped(u) => {
+                unusable.push(u);
+                continue;
+            }
+            Entry::Stdin => match stdin.take() {
+                Some(text) => ("<stdin>".to_owned(), true, text),
+                // `-` named twice: standard input was read once.
+                None => continue,
+            },
+            Entry::File(input) => {
+                let text = read::file(&input.name, &input.open, args.limits);
+                (input.name, input.explicit, text)
+            }
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(error) => {
+                unusable.push(Unusable { error, explicit });
+                continue;
+            }
+        };
+        let mut judged_unusable = Vec::new();
+        load::parse(
+            &name,
+            &text,
+            explicit,
+            args.limits,
+            &mut Sink {
+                wanted: &|_| true,
+                object: &mut |doc| {
+                    let Some(judged) = judge(&config, &known, &doc, &args.namespace)? else {
+                        return Ok(());
+                    };
+                    denied |= judged.verdict.is_denied();
+                    if written.is_ok() {
+                        written = report.object(&mut out, &judged, &doc);
+                    }
+                    Ok(())
+                },
+                unusable: &mut |u| judged_unusable.push(u),
+            },
+        );
+        unusable.append(&mut judged_unusable);
+    }
+    written?;
+    report.finish(&mut out, &unusable)?;
+    out.flush()?;
     if args.output == OutputFormat::Json {
         eprint!("{}", report::unusable_lines(&unusable));
     }
     Ok(if unusable.iter().any(|u| u.explicit || args.strict) {
         EXIT_UNUSABLE
-    } else if judged.iter().any(|j| j.verdict.is_denied()) {
+    } else if denied {
         EXIT_DENY
     } else {
         0
     })
 }
 
-/// Judges every object of a judged kind, knowing the input's own Secrets.
-/// An object of a judged kind that cannot be read is added to `unusable`.
-pub fn judge_documents(
-    config: &Config,
-    docs: &[Document],
-    default_namespace: &str,
-    unusable: &mut Vec<Unusable>,
-) -> Vec<Judged> {
-    let secrets = legacy_secrets(docs, default_namespace);
-    let credentials = credential_configs(docs, default_namespace);
-    let mut judged = Vec::new();
-    for doc in docs {
-        let api_version = doc
-            .value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let kind_name = doc
-            .value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
-            continue;
+/// What judging needs to know of the whole input: its legacy token Secrets
+/// and cloud credential configurations. A first pass parses only the
+/// documents that could be one of those; what it cannot read the second
+/// pass reports.
+struct Known {
+    secrets: LegacySecrets,
+    credentials: CredentialConfigs,
+}
+
+fn context(entries: &[Entry], stdin: Option<&Result<String, LoadError>>, args: &Options) -> Known {
+    let mut known = Known {
+        secrets: LegacySecrets::default(),
+        credentials: CredentialConfigs::default(),
+    };
+    // A kind spelled with escapes (`"\u0053ecret"`) must not hide a Secret.
+    let wanted =
+        |text: &str| text.contains("Secret") || text.contains("ConfigMap") || text.contains('\\');
+    for entry in entries {
+        let (name, explicit, owned);
+        let text = match entry {
+            Entry::Skipped(_) => continue,
+            Entry::Stdin => match stdin {
+                Some(Ok(text)) => {
+                    (name, explicit) = ("<stdin>", true);
+                    text.as_str()
+                }
+                _ => continue,
+            },
+            Entry::File(input) => match read::file(&input.name, &input.open, args.limits) {
+                Ok(text) => {
+                    (name, explicit, owned) = (input.name.as_str(), input.explicit, text);
+                    owned.as_str()
+                }
+                Err(_) => continue,
+            },
         };
-        let obj = match <ObjectView as Deserialize>::deserialize(&doc.value) {
-            Ok(obj) => obj,
-            Err(e) => {
-                unusable.push(Unusable {
-                    error: LoadError::Parse {
-                        source_name: doc.source_name.clone(),
-                        document: doc.document,
-                        message: format!("not a readable {kind_name}: {e}"),
-                    },
-                    explicit: doc.explicit,
-                });
-                continue;
-            }
-        };
-        let namespace = obj.namespace_or(default_namespace);
-        let verdict = policy::assess(
-            &config.policy,
-            &config.context_with(&secrets, &credentials),
-            policy::Subject {
-                kind,
-                namespace,
-                obj: &obj,
-                old: None,
-                origin: policy::Origin::of(&obj),
+        load::parse(
+            name,
+            text,
+            explicit,
+            args.limits,
+            &mut Sink {
+                wanted: &wanted,
+                object: &mut |doc| {
+                    remember(&mut known, &doc.value, &args.namespace);
+                    Ok(())
+                },
+                unusable: &mut |_| {},
             },
         );
-        judged.push(Judged {
+    }
+    known
+}
+
+/// Judges one object of a judged kind against the configuration and what
+/// the input holds; `None` for objects of other kinds.
+fn judge(
+    config: &Config,
+    known: &Known,
+    doc: &Document<'_>,
+    default_namespace: &str,
+) -> Result<Option<Judged>, LoadError> {
+    let api_version = doc
+        .value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind_name = doc
+        .value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
+        return Ok(None);
+    };
+    let obj =
+        <ObjectView as Deserialize>::deserialize(&doc.value).map_err(|e| LoadError::Parse {
+            source_name: doc.source_name.to_owned(),
+            document: doc.document,
+            message: format!("not a readable {kind_name}: {e}"),
+        })?;
+    let namespace = obj.namespace_or(default_namespace);
+    let verdict = policy::assess(
+        &config.policy,
+        &config.context_with(&known.secrets, &known.credentials),
+        policy::Subject {
             kind,
-            namespace: namespace.to_owned(),
-            name: obj.meta().display_name(),
-            source: report::Source {
-                file: doc.source_name.clone(),
-                document: doc.document,
-                text: doc.text.clone(),
-                first_line: doc.first_line,
-                prefix: doc.prefix.clone(),
-            },
-            verdict,
-        });
-    }
-    judged
+            namespace,
+            obj: &obj,
+            old: None,
+            origin: policy::Origin::of(&obj),
+        },
+    );
+    Ok(Some(Judged {
+        kind,
+        namespace: namespace.to_owned(),
+        name: obj.meta().display_name(),
+        source: Source {
+            file: doc.source_name.to_owned(),
+            document: doc.document,
+        },
+        verdict,
+    }))
 }
 
-/// Cloud credential configurations in the input's ConfigMaps.
-fn credential_configs(docs: &[Document], default_namespace: &str) -> CredentialConfigs {
-    let mut configs = CredentialConfigs::default();
-    for v in docs.iter().map(|d| &d.value) {
-        if v.get("kind").and_then(Value::as_str) != Some("ConfigMap") {
-            continue;
-        }
-        let meta = v.get("metadata");
-        let str_at = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-        let Some(name) = str_at("name") else { continue };
-        let namespace = str_at("namespace").unwrap_or(default_namespace);
-        for (key, value) in v
-            .get("data")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(text) = value.as_str() {
-                configs.insert(namespace, name, key, text);
-            }
-        }
+/// Keeps what judging needs of a Secret or ConfigMap.
+fn remember(known: &mut Known, v: &Value, default_namespace: &str) {
+    let kind = v.get("kind").and_then(Value::as_str);
+    if kind != Some("Secret") && kind != Some("ConfigMap") {
+        return;
     }
-    configs
-}
-
-/// Secrets in the input that are legacy tokens, by type or by annotation.
-fn legacy_secrets(docs: &[Document], default_namespace: &str) -> LegacySecrets {
-    let mut secrets = LegacySecrets::default();
-    for doc in docs {
-        let v = &doc.value;
-        if v.get("kind").and_then(Value::as_str) != Some("Secret") {
-            continue;
-        }
-        let meta = v.get("metadata");
-        let str_at = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let meta = v.get("metadata");
+    let str_at = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let Some(name) = str_at("name") else { return };
+    let namespace = str_at("namespace").unwrap_or(default_namespace);
+    if kind == Some("Secret") {
         let typed = v.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE);
         let annotated = meta
             .and_then(|m| m.get("annotations"))
             .and_then(|a| a.get(SERVICE_ACCOUNT_NAME_ANNOTATION))
             .is_some();
-        if let Some(name) = str_at("name")
-            && (typed || annotated)
-        {
-            secrets.insert(str_at("namespace").unwrap_or(default_namespace), name);
+        if typed || annotated {
+            known.secrets.insert(namespace, name);
+        }
+        return;
+    }
+    for (key, value) in v
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(text) = value.as_str() {
+            known.credentials.insert(namespace, name, key, text);
         }
     }
-    secrets
 }

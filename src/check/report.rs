@@ -1,10 +1,13 @@
 //! `check`'s output: a table for people, JSON for scripts.
 
-use std::fmt::Write;
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
 
 use serde::Serialize;
 
-use super::Unusable;
+use super::{Document, Unusable};
 use crate::{
     object::Kind,
     policy::{Action, Verdict},
@@ -18,18 +21,11 @@ pub enum OutputFormat {
 }
 
 /// Where an object was read: its file (or `<stdin>`) and the 1-based
-/// document in it; and, for reports that point at lines, the document's
-/// text, its first line in the file and the object's path within it.
+/// document in it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Source {
     pub file: String,
     pub document: usize,
-    #[serde(skip)]
-    pub text: std::sync::Arc<str>,
-    #[serde(skip)]
-    pub first_line: usize,
-    #[serde(skip)]
-    pub prefix: String,
 }
 
 /// One judged object.
@@ -68,13 +64,25 @@ struct JsonOptOut {
     hidden_findings: usize,
 }
 
-/// The report for stdout. With JSON, unusable input goes to stderr (see
-/// [`unusable_lines`]) so that stdout stays one array of objects.
-pub fn render(format: OutputFormat, judged: &[Judged], unusable: &[Unusable]) -> String {
+/// The report, written as objects are judged: nothing of an object is kept
+/// once it is written, but for the counts and, for SARIF, its findings.
+pub(crate) trait Report {
+    fn object(
+        &mut self,
+        out: &mut dyn Write,
+        judged: &Judged,
+        doc: &Document<'_>,
+    ) -> io::Result<()>;
+    /// The end of the report. With JSON, unusable input goes to stderr
+    /// (see [`unusable_lines`]) so that stdout stays one array of objects.
+    fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()>;
+}
+
+pub(crate) fn start(format: OutputFormat) -> Box<dyn Report> {
     match format {
-        OutputFormat::Json => json(judged),
-        OutputFormat::Table => table(judged, unusable),
-        OutputFormat::Sarif => super::sarif::render(judged, unusable),
+        OutputFormat::Json => Box::new(Json { written: 0 }),
+        OutputFormat::Table => Box::new(Table::default()),
+        OutputFormat::Sarif => Box::new(super::sarif::Sarif::default()),
     }
 }
 
@@ -92,10 +100,13 @@ pub fn unusable_lines(unusable: &[Unusable]) -> String {
     out
 }
 
-fn json(judged: &[Judged]) -> String {
-    let objects: Vec<JsonObject> = judged
-        .iter()
-        .map(|j| JsonObject {
+struct Json {
+    written: usize,
+}
+
+impl Report for Json {
+    fn object(&mut self, out: &mut dyn Write, j: &Judged, _: &Document<'_>) -> io::Result<()> {
+        let object = JsonObject {
             kind: j.kind.as_str(),
             namespace: &j.namespace,
             name: &j.name,
@@ -121,11 +132,22 @@ fn json(judged: &[Judged]) -> String {
                 })
                 .collect(),
             unknown_opt_outs: &j.verdict.unknown_opt_outs,
-        })
-        .collect();
-    let mut out = serde_json::to_string_pretty(&objects).unwrap_or_else(|_| "[]".to_owned());
-    out.push('\n');
-    out
+        };
+        let text = serde_json::to_string_pretty(&object).map_err(io::Error::other)?;
+        out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                out.write_all(b"\n")?;
+            }
+            write!(out, "  {line}")?;
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write, _: &[Unusable]) -> io::Result<()> {
+        out.write_all(if self.written == 0 { b"[]\n" } else { b"\n]\n" })
+    }
 }
 
 /// Explanations wrap at this width, under their finding's line.
@@ -151,10 +173,19 @@ fn wrapped(out: &mut String, text: &str) {
 
 /// One line per finding (action, rule, object and where it was read), its
 /// explanation and fix wrapped beneath, so that it fits a terminal.
-fn table(judged: &[Judged], unusable: &[Unusable]) -> String {
-    let mut out = String::new();
-    let mut counts = [0usize; 4];
-    for j in judged {
+#[derive(Default)]
+struct Table {
+    counts: [usize; 4],
+    judged: usize,
+    exempt: usize,
+    with_findings: usize,
+    /// Whether any object had a line: a blank line then ends the list.
+    listed: bool,
+}
+
+impl Report for Table {
+    fn object(&mut self, out: &mut dyn Write, j: &Judged, _: &Document<'_>) -> io::Result<()> {
+        let mut text = String::new();
         let object = format!(
             "{}/{}/{} ({}, document {})",
             j.kind.as_str(),
@@ -163,65 +194,73 @@ fn table(judged: &[Judged], unusable: &[Unusable]) -> String {
             j.source.file,
             j.source.document
         );
+        self.judged += 1;
         if j.verdict.exempt {
-            let _ = writeln!(out, "{:<7} {object}", "exempt");
+            self.exempt += 1;
+            let _ = writeln!(text, "{:<7} {object}", "exempt");
             wrapped(
-                &mut out,
+                &mut text,
                 &format!(
                     "namespace \"{}\" is in exemptNamespaces: not judged",
                     j.namespace
                 ),
             );
         }
+        if !j.verdict.decided.is_empty() {
+            self.with_findings += 1;
+        }
         for d in &j.verdict.decided {
-            counts[d.action as usize] += 1;
+            self.counts[d.action as usize] += 1;
             let _ = writeln!(
-                out,
+                text,
                 "{:<7} {:<28} {object}",
                 d.action.as_str(),
                 d.finding.rule.as_str()
             );
-            wrapped(&mut out, &d.finding.describe());
+            wrapped(&mut text, &d.finding.describe());
         }
         for (rule, hidden) in &j.verdict.opted_out {
-            let _ = writeln!(out, "{:<7} {:<28} {object}", "opt-out", rule.as_str());
+            let _ = writeln!(text, "{:<7} {:<28} {object}", "opt-out", rule.as_str());
             wrapped(
-                &mut out,
+                &mut text,
                 &format!(
                     "opted out by annotation issuer-guard.io/ignore; {hidden} finding(s) not reported"
                 ),
             );
         }
         for entry in &j.verdict.unknown_opt_outs {
-            let _ = writeln!(out, "{:<7} {:<28} {object}", "warn", "unknown-opt-out");
+            let _ = writeln!(text, "{:<7} {:<28} {object}", "warn", "unknown-opt-out");
             wrapped(
-                &mut out,
+                &mut text,
                 &format!(
                     "issuer-guard.io/ignore names \"{entry}\", which is no rule: nothing is opted out by it"
                 ),
             );
         }
+        self.listed |= !text.is_empty();
+        out.write_all(text.as_bytes())
     }
-    if !out.is_empty() {
-        out.push('\n');
+
+    fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()> {
+        let mut text = String::new();
+        if self.listed {
+            text.push('\n');
+        }
+        text.push_str(&unusable_lines(unusable));
+        if !unusable.is_empty() {
+            text.push('\n');
+        }
+        let _ = writeln!(
+            text,
+            "{} object(s) judged, {} exempt, {} with findings: {} deny, {} label, {} warn; {} unusable input(s)",
+            self.judged - self.exempt,
+            self.exempt,
+            self.with_findings,
+            self.counts[Action::Deny as usize],
+            self.counts[Action::Label as usize],
+            self.counts[Action::Warn as usize],
+            unusable.len(),
+        );
+        out.write_all(text.as_bytes())
     }
-    out.push_str(&unusable_lines(unusable));
-    if !unusable.is_empty() {
-        out.push('\n');
-    }
-    let exempt = judged.iter().filter(|j| j.verdict.exempt).count();
-    let with_findings = judged
-        .iter()
-        .filter(|j| !j.verdict.decided.is_empty())
-        .count();
-    let _ = writeln!(
-        out,
-        "{} object(s) judged, {exempt} exempt, {with_findings} with findings: {} deny, {} label, {} warn; {} unusable input(s)",
-        judged.len() - exempt,
-        counts[Action::Deny as usize],
-        counts[Action::Label as usize],
-        counts[Action::Warn as usize],
-        unusable.len(),
-    );
-    out
 }

@@ -3,49 +3,50 @@
 //! points at the file and line of the offending field; unusable inputs are
 //! reported as notifications of the run.
 
-use std::collections::HashMap;
+use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use super::{Judged, Unusable, lines::Lines};
+use super::{Document, Judged, Unusable, lines::Lines, report::Report};
 use crate::{policy::Action, rules::RuleId};
 
 const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
-pub fn render(judged: &[Judged], unusable: &[Unusable]) -> String {
-    let rules: Vec<Value> = RuleId::ALL
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.as_str(),
-                "name": r.as_str(),
-                "shortDescription": {"text": describe(*r)},
-            })
-        })
-        .collect();
-    // Each document's lines are read once, however many findings it has.
-    let mut lines: HashMap<*const u8, Option<Lines>> = HashMap::new();
-    let mut results = Vec::new();
-    for j in judged {
-        let src = &j.source;
+/// The results so far; the log is written whole at the end, so it holds
+/// what the findings need and nothing of the objects without any.
+#[derive(Default)]
+pub(crate) struct Sarif {
+    results: Vec<Value>,
+    /// The lines of the document last read: a `List`'s objects share one
+    /// document, whose lines are read once however many findings it has.
+    lines: Option<((String, usize), Option<Lines>)>,
+}
+
+impl Report for Sarif {
+    fn object(&mut self, _: &mut dyn Write, j: &Judged, doc: &Document<'_>) -> io::Result<()> {
+        if j.verdict.decided.is_empty() {
+            return Ok(());
+        }
+        let same = |(file, document): &(String, usize)| {
+            *file == j.source.file && *document == j.source.document
+        };
+        if !self.lines.as_ref().is_some_and(|(at, _)| same(at)) {
+            let at = (j.source.file.clone(), j.source.document);
+            self.lines = Some((at, Lines::read(doc.text)));
+        }
+        let doc_lines = self.lines.as_ref().and_then(|(_, l)| l.as_ref());
         for d in &j.verdict.decided {
-            let doc_lines = lines
-                .entry(src.text.as_ptr())
-                .or_insert_with(|| Lines::read(&src.text));
-            let path = if src.prefix.is_empty() {
+            let path = if doc.prefix.is_empty() {
                 d.finding.path.clone()
             } else {
-                format!("{}.{}", src.prefix, d.finding.path)
+                format!("{}.{}", doc.prefix, d.finding.path)
             };
-            let within = doc_lines
-                .as_ref()
-                .and_then(|l| l.line_of(&path))
-                .unwrap_or(1);
-            let line = u64::try_from(src.first_line)
+            let within = doc_lines.and_then(|l| l.line_of(&path)).unwrap_or(1);
+            let line = u64::try_from(doc.first_line)
                 .unwrap_or(1)
                 .saturating_add(within - 1)
                 .max(1);
-            results.push(json!({
+            self.results.push(json!({
                 "ruleId": d.finding.rule.as_str(),
                 "ruleIndex": d.finding.rule.index(),
                 "level": match d.action {
@@ -58,7 +59,7 @@ pub fn render(judged: &[Judged], unusable: &[Unusable]) -> String {
                 )},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": uri(&src.file)},
+                        "artifactLocation": {"uri": uri(&j.source.file)},
                         "region": {"startLine": line},
                     },
                     "logicalLocations": [{
@@ -66,39 +67,52 @@ pub fn render(judged: &[Judged], unusable: &[Unusable]) -> String {
                         "kind": "object",
                     }],
                 }],
-                "properties": {"action": d.action.as_str(), "document": src.document},
+                "properties": {"action": d.action.as_str(), "document": j.source.document},
             }));
         }
+        Ok(())
     }
-    let notifications: Vec<Value> = unusable
-        .iter()
-        .map(|u| {
-            json!({
-                "level": if u.explicit { "error" } else { "warning" },
-                "message": {"text": u.error.to_string()},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri(u.error.source_name())}}}],
+
+    fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()> {
+        let rules: Vec<Value> = RuleId::ALL
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.as_str(),
+                    "name": r.as_str(),
+                    "shortDescription": {"text": describe(*r)},
+                })
             })
-        })
-        .collect();
-    let sarif = json!({
-        "$schema": SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "issuer-guard",
-                "version": env!("CARGO_PKG_VERSION"),
-                "rules": rules,
-            }},
-            "invocations": [{
-                "executionSuccessful": true,
-                "toolExecutionNotifications": notifications,
+            .collect();
+        let notifications: Vec<Value> = unusable
+            .iter()
+            .map(|u| {
+                json!({
+                    "level": if u.explicit { "error" } else { "warning" },
+                    "message": {"text": u.error.to_string()},
+                    "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri(u.error.source_name())}}}],
+                })
+            })
+            .collect();
+        let sarif = json!({
+            "$schema": SCHEMA,
+            "version": "2.1.0",
+            "runs": [{
+                "tool": {"driver": {
+                    "name": "issuer-guard",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "invocations": [{
+                    "executionSuccessful": true,
+                    "toolExecutionNotifications": notifications,
+                }],
+                "results": std::mem::take(&mut self.results),
             }],
-            "results": results,
-        }],
-    });
-    let mut out = serde_json::to_string_pretty(&sarif).unwrap_or_default();
-    out.push('\n');
-    out
+        });
+        serde_json::to_writer_pretty(&mut *out, &sarif).map_err(io::Error::other)?;
+        out.write_all(b"\n")
+    }
 }
 
 /// A relative URI for a path as given (code scanning resolves it against
