@@ -223,6 +223,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_NO_CLUSTER", value_parser = BoolishValueParser::new())]
     pub no_cluster: bool,
 
+    /// Watch the cluster's legacy token Secrets (type
+    /// kubernetes.io/service-account-token) for the legacy-token rules.
+    /// `false` turns the watch off, and with it the need for a cluster-wide
+    /// Secret grant: those rules then know no Secrets. Discovery stays on.
+    #[arg(long, env = "ISSUER_GUARD_WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub watch_secrets: bool,
+
     /// issuer-guard's own ServiceAccount as NAMESPACE/NAME. Given, it turns
     /// discovery on: the issuer and signing key are learnt from the API
     /// server (a TokenRequest for this account, verified against the JWKS)
@@ -280,6 +287,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_inflight_bytes: self.max_inflight_bytes,
             cluster,
+            watch_secrets: self.watch_secrets,
             discovery: self.service_account.map(|account| server::DiscoveryArgs {
                 account,
                 ledger: self.ledger,

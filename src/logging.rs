@@ -11,8 +11,25 @@ pub enum Format {
     Json,
 }
 
+/// The client library logs every failed request at ERROR, about ten a
+/// second while the API server is unreachable. issuer-guard says once that
+/// it is unreachable and once that it is back, so these are off unless
+/// `RUST_LOG` names the library itself.
+const CLIENT_REQUESTS: &str = "kube_client::client::builder=off";
+
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let directives = if base.contains("kube_client") {
+        base.to_owned()
+    } else {
+        format!("{base},{CLIENT_REQUESTS}")
+    };
+    EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CLIENT_REQUESTS}")))
+}
+
 pub fn init(format: Format) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -28,4 +45,25 @@ pub fn init(format: Format) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_errors_are_off_unless_asked_for() {
+        assert_eq!(
+            filter(None).to_string(),
+            "kube_client::client::builder=off,info"
+        );
+        assert_eq!(
+            filter(Some("debug")).to_string(),
+            "kube_client::client::builder=off,debug"
+        );
+        assert_eq!(
+            filter(Some("kube_client=trace")).to_string(),
+            "kube_client=trace"
+        );
+    }
 }

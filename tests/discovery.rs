@@ -574,6 +574,21 @@ async fn an_unreachable_api_server_leaves_the_last_known_generation() {
         (sample(&m, "issuer_guard_discovery_age_seconds").unwrap_or(99.0) < 2.0).then_some(())
     })
     .await;
+    // Three parts retried against the missing API server every few hundred
+    // milliseconds; the log said so once, and once that it was back.
+    eventually("the log to say the API server is back", WAIT, || async {
+        guard
+            .log()
+            .contains("API server reachable again")
+            .then_some(())
+    })
+    .await;
+    let log = guard.log();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("API server unreachable"), 1, "{log}");
+    assert_eq!(lines("API server reachable again"), 1, "{log}");
+    assert_eq!(lines(" ERROR "), 0, "{log}");
+    assert_eq!(lines("discovery failed"), 0, "{log}");
 }
 
 /// Discovery, the ledger and both watches with exactly the permissions the

@@ -2,6 +2,7 @@
 //! Secret cache current. Reviews never call the API server.
 
 mod backoff;
+mod reach;
 mod secrets;
 
 use std::{
@@ -20,6 +21,7 @@ use kube::{
 use tokio::task::JoinHandle;
 
 pub use backoff::CappedBackoff;
+pub use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub use secrets::LegacyTokenCache;
 
 use crate::metrics::Metrics;
@@ -80,9 +82,20 @@ pub async fn client(source: &Source) -> Result<Client, ClusterError> {
     Ok(Client::try_from(config)?)
 }
 
-/// Keeps `cache` current from a metadata-only watch of every Secret:
-/// metadata carries the annotation that marks a legacy token, and never the
-/// token itself. Every error is retried, 410 Gone (a resumed watch after an
+/// The only Secrets the watch asks for. The API server filters on the type
+/// (a field selector Secrets support), so a cluster's other Secrets, however
+/// many and however large their annotations, never reach issuer-guard; API
+/// validation makes this type carry the ServiceAccount annotation.
+pub const LEGACY_TOKEN_SELECTOR: &str = "type=kubernetes.io/service-account-token";
+
+/// A small page keeps a relist's peak low: every replica relists at once
+/// after an API server restart, and each object's metadata can carry a
+/// large `last-applied-configuration`.
+const PAGE_SIZE: u32 = 100;
+
+/// Keeps `cache` current from a metadata-only watch of the legacy token
+/// Secrets: metadata carries the annotation that marks a legacy token, and
+/// never the token itself. Every error is retried, 410 Gone (a resumed watch after an
 /// API server restart; the watcher relists) and the 403s of an API server
 /// whose RBAC caches are still loading included, with a short capped
 /// backoff. How long the watch has been failing is a metric, and past
@@ -91,16 +104,21 @@ pub fn watch_secrets(
     client: Client,
     cache: Arc<LegacyTokenCache>,
     metrics: Arc<Metrics>,
+    reach: Arc<Reachability>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         // An Api over PartialObjectMeta makes metadata-only requests (what
         // the deprecated `metadata_watcher` did).
         let api = Api::<PartialObjectMeta<Secret>>::all(client);
-        let events = watcher::watcher(api, watcher::Config::default())
-            .backoff(backoff::CappedBackoff::default());
+        let config = watcher::Config::default()
+            .fields(LEGACY_TOKEN_SELECTOR)
+            .page_size(PAGE_SIZE);
+        let events = watcher::watcher(api, config).backoff(backoff::CappedBackoff::default());
         let mut events = std::pin::pin!(events);
         let mut failing_since: Option<std::time::Instant> = None;
         let mut warned = false;
+        // The streak is an outage, which the reachability line covers.
+        let mut outage = false;
         loop {
             let next = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
             match next {
@@ -108,6 +126,10 @@ pub fn watch_secrets(
                 Err(_) => {}
                 Ok(None) => break,
                 Ok(Some(Ok(event))) => {
+                    // `Init` starts a relist before any request is answered.
+                    if !matches!(event, watcher::Event::Init) {
+                        reach.answered(Caller::SecretWatch);
+                    }
                     // Init starts every relist attempt, even one that then
                     // fails; only a finished list or a watched change shows
                     // the cache is in sync again.
@@ -118,21 +140,29 @@ pub fn watch_secrets(
                             | watcher::Event::Delete(_)
                     );
                     if in_sync && failing_since.take().is_some() {
-                        tracing::info!("Secret watch recovered");
+                        if !std::mem::take(&mut outage) {
+                            tracing::info!("Secret watch recovered");
+                        }
                         warned = false;
                     }
                     cache.apply(event);
                 }
                 Ok(Some(Err(error))) => {
-                    // The first failure of a streak is worth a line; every
-                    // retry after it is not, until the streak is long.
-                    if failing_since.is_none() {
+                    let first = failing_since.is_none();
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if watch_no_answer(&error) {
+                        // An outage is logged once for all of issuer-guard,
+                        // and that line says the cache is what reviews use.
+                        reach.no_answer(Caller::SecretWatch, &error);
+                        outage = true;
+                    } else if first {
+                        // The first failure of a streak is worth a line;
+                        // every retry after it is not, until it is long.
                         tracing::info!(%error, "Secret watch failed; retrying");
                     } else {
                         tracing::debug!(%error, "Secret watch failed again; retrying");
                     }
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if !warned && since.elapsed() >= STALE_AFTER {
+                    if !warned && !outage && since.elapsed() >= STALE_AFTER {
                         tracing::warn!(%error, failing_for = ?since.elapsed(), "Secret watch failing; new legacy token Secrets may be missed until it recovers");
                         warned = true;
                     }

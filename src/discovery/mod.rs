@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 pub use ledger::{Ledger, Observation, Timing};
 
+use crate::cluster::{Caller, Reachability};
 use crate::{
     config::Live,
     metrics::{Metrics, StageLabels},
@@ -72,6 +73,8 @@ pub enum DiscoveryError {
     Request { stage: Stage, message: String },
     #[error("{stage}: no answer within {timeout:?}")]
     Timeout { stage: Stage, timeout: Duration },
+    #[error("{stage}: no answer from the API server: {message}")]
+    NoAnswer { stage: Stage, message: String },
     #[error("the minted token cannot be believed: {0}")]
     Verify(String),
     #[error(
@@ -87,9 +90,30 @@ pub enum DiscoveryError {
 }
 
 impl DiscoveryError {
+    /// The API server did not answer: an outage, logged once for all of
+    /// issuer-guard rather than by discovery.
+    pub fn no_answer(&self) -> bool {
+        matches!(
+            self,
+            DiscoveryError::Timeout { .. } | DiscoveryError::NoAnswer { .. }
+        )
+    }
+
+    /// A kube client's error at `stage`.
+    pub(crate) fn from_client(stage: Stage, error: &kube::Error, context: &str) -> Self {
+        let message = format!("{context}{error}");
+        if crate::cluster::no_answer(error) {
+            DiscoveryError::NoAnswer { stage, message }
+        } else {
+            DiscoveryError::Request { stage, message }
+        }
+    }
+
     pub fn stage(&self) -> Stage {
         match self {
-            DiscoveryError::Request { stage, .. } | DiscoveryError::Timeout { stage, .. } => *stage,
+            DiscoveryError::Request { stage, .. }
+            | DiscoveryError::Timeout { stage, .. }
+            | DiscoveryError::NoAnswer { stage, .. } => *stage,
             DiscoveryError::Verify(_) => Stage::Verify,
             DiscoveryError::Ledger { .. }
             | DiscoveryError::Contended { .. }
@@ -144,28 +168,39 @@ pub fn spawn(
     settings: Settings,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
+    reach: Arc<Reachability>,
 ) -> Discovery {
     let timing = Timing {
         window: settings.window,
     };
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.account.namespace);
     let synced = Arc::new(AtomicBool::new(false));
-    let known = Arc::new(arc_swap::ArcSwapOption::<Ledger>::empty());
+    let shared = Shared {
+        live,
+        known: Arc::new(arc_swap::ArcSwapOption::<Ledger>::empty()),
+        reach,
+    };
     let watch = tokio::spawn(watch_ledger(
         api.clone(),
         settings.ledger.clone(),
         timing,
-        live.clone(),
         synced.clone(),
-        known.clone(),
+        shared.clone(),
     ));
-    let probe = tokio::spawn(probe_loop(
-        client, api, settings, timing, live, metrics, known,
-    ));
+    let probe = tokio::spawn(probe_loop(client, api, settings, timing, metrics, shared));
     Discovery {
         synced,
         _tasks: [watch, probe],
     }
+}
+
+/// What the ledger watch and the probe loop both hold: where conclusions
+/// go, the newest ledger either has seen, and the API server's reachability.
+#[derive(Clone)]
+struct Shared {
+    live: Arc<Live>,
+    known: Arc<arc_swap::ArcSwapOption<Ledger>>,
+    reach: Arc<Reachability>,
 }
 
 /// Every replica follows the ledger, so all of them stamp what any one of
@@ -174,15 +209,22 @@ async fn watch_ledger(
     api: Api<ConfigMap>,
     name: String,
     timing: Timing,
-    live: Arc<Live>,
     synced: Arc<AtomicBool>,
-    known: Arc<arc_swap::ArcSwapOption<Ledger>>,
+    shared: Shared,
 ) {
+    let Shared { live, known, reach } = shared;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher::watcher(api, config).backoff(crate::cluster::CappedBackoff::default());
     let mut events = std::pin::pin!(events);
     let mut failing = false;
     while let Some(event) = events.next().await {
+        // `Init` starts a relist before any request is answered.
+        if event
+            .as_ref()
+            .is_ok_and(|e| !matches!(e, watcher::Event::Init))
+        {
+            reach.answered(Caller::LedgerWatch);
+        }
         match event {
             Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) => {
                 failing = false;
@@ -200,6 +242,9 @@ async fn watch_ledger(
             // A deleted ledger is written again from memory by the next
             // probe; until then the last one stays in force.
             Ok(watcher::Event::Delete(_) | watcher::Event::Init) => {}
+            Err(error) if crate::cluster::watch_no_answer(&error) => {
+                reach.no_answer(Caller::LedgerWatch, &error);
+            }
             Err(error) => {
                 if !failing {
                     tracing::info!(%error, "ledger watch failed; retrying");
@@ -232,10 +277,10 @@ async fn probe_loop(
     api: Api<ConfigMap>,
     settings: Settings,
     timing: Timing,
-    live: Arc<Live>,
     metrics: Arc<Metrics>,
-    known: Arc<arc_swap::ArcSwapOption<Ledger>>,
+    shared: Shared,
 ) {
+    let Shared { live, known, reach } = shared;
     let store = store::Store::new(api, settings.ledger.clone());
     let started = Instant::now();
     let mut last_success: Option<Instant> = None;
@@ -250,6 +295,7 @@ async fn probe_loop(
         let outcome = discover(&client, &store, &settings, timing, &live, &known, timeout).await;
         match outcome {
             Ok(ledger) => {
+                reach.answered(Caller::Discovery);
                 last_success = Some(Instant::now());
                 metrics
                     .discovery_last_success
@@ -267,7 +313,9 @@ async fn probe_loop(
                     })
                     .inc();
                 let generation = live.effective().load().generation.number;
-                if failing {
+                if error.no_answer() {
+                    reach.no_answer(Caller::Discovery, &error);
+                } else if failing {
                     tracing::debug!(%error, "discovery failed again");
                 } else {
                     tracing::warn!(%error, generation, "discovery failed; stamping the last known generation until it recovers");

@@ -184,15 +184,15 @@ async fn token(
 
 /// One request to the API server, bounded by `timeout`, its failure named
 /// by `stage`.
-async fn timed<T, E: std::fmt::Display>(
+async fn timed<T>(
     stage: Stage,
     timeout: Duration,
-    request: impl std::future::Future<Output = Result<T, E>>,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, DiscoveryError> {
     tokio::time::timeout(timeout, request)
         .await
         .map_err(|_| DiscoveryError::Timeout { stage, timeout })?
-        .map_err(|e| failed(stage, e))
+        .map_err(|e| DiscoveryError::from_client(stage, &e, ""))
 }
 
 fn failed(stage: Stage, error: impl std::fmt::Display) -> DiscoveryError {

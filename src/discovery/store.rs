@@ -128,8 +128,5 @@ pub fn parse(name: &str, map: &ConfigMap) -> Result<Ledger, DiscoveryError> {
 }
 
 fn store_error(name: &str, error: kube::Error) -> DiscoveryError {
-    DiscoveryError::Request {
-        stage: Stage::Ledger,
-        message: format!("ConfigMap {name}: {error}"),
-    }
+    DiscoveryError::from_client(Stage::Ledger, &error, &format!("ConfigMap {name}: "))
 }

@@ -166,7 +166,13 @@ pub async fn run_with_routes(
         Some(source) => Some(cluster::client(source).await?),
         None => None,
     };
-    let secrets = secret_cache(client.clone(), &metrics);
+    let reach = Arc::new(cluster::Reachability::default());
+    let secrets = secret_cache(
+        client.clone().filter(|_| args.watch_secrets),
+        args.cluster.is_some(),
+        &metrics,
+        &reach,
+    );
     let discovery = match (&args.discovery, client) {
         (None, _) => {
             tracing::info!(
@@ -183,6 +189,7 @@ pub async fn run_with_routes(
                 settings,
                 live.clone(),
                 metrics.clone(),
+                reach,
             ))
         }
     };
@@ -299,15 +306,34 @@ fn pair_files(args: &Settings) -> Result<PairFiles, TlsError> {
     }
 }
 
-fn secret_cache(client: Option<kube::Client>, metrics: &Arc<Metrics>) -> Arc<LegacyTokenCache> {
+fn secret_cache(
+    client: Option<kube::Client>,
+    cluster: bool,
+    metrics: &Arc<Metrics>,
+    reach: &Arc<cluster::Reachability>,
+) -> Arc<LegacyTokenCache> {
     let gauge = metrics.legacy_token_secrets.clone();
     match client {
         Some(client) => {
-            tracing::info!("watching Secret metadata for legacy service-account tokens");
+            tracing::info!(
+                selector = cluster::LEGACY_TOKEN_SELECTOR,
+                "watching the metadata of legacy service-account token Secrets"
+            );
             let cache = Arc::new(LegacyTokenCache::new(gauge));
             // Runs for the life of the process; nothing waits for it.
-            let _watch = cluster::watch_secrets(client, cache.clone(), Arc::clone(metrics));
+            let _watch = cluster::watch_secrets(
+                client,
+                cache.clone(),
+                Arc::clone(metrics),
+                Arc::clone(reach),
+            );
             cache
+        }
+        None if cluster => {
+            tracing::info!(
+                "Secret watch off (--watch-secrets=false): the legacy-token rules know no Secrets, so only projected tokens are judged"
+            );
+            Arc::new(LegacyTokenCache::without_cluster(gauge))
         }
         None => {
             tracing::info!(

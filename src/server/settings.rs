@@ -30,6 +30,8 @@ pub struct Settings {
     pub max_inflight_bytes: usize,
     /// The API server to watch Secrets on; none runs without a cluster.
     pub cluster: Option<cluster::Source>,
+    /// Whether the legacy token Secrets are watched on that API server.
+    pub watch_secrets: bool,
     /// Discovery, when a service account is given.
     pub discovery: Option<DiscoveryArgs>,
 }

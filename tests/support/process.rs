@@ -122,6 +122,11 @@ impl Proc {
         }
     }
 
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Peak resident memory so far (VmHWM), in KiB.
     pub fn peak_memory_kib(&self) -> Option<u64> {
         if self.stopped {

@@ -154,6 +154,16 @@ impl IssuerGuard {
         guard
     }
 
+    /// Everything issuer-guard has logged so far.
+    pub fn log(&self) -> String {
+        self.process.log_text()
+    }
+
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        self.process.peak_memory_kib()
+    }
+
     /// issuer-guard's /metrics text.
     pub async fn metrics(&self) -> String {
         self.get("/metrics")
