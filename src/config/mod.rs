@@ -2,6 +2,8 @@
 //! judge against (`crate::state`) and the policy that decides
 //! (`crate::policy::Policy`). Owns loading the file and watching it.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod fields;
 mod file;
 mod live;
 mod watch;

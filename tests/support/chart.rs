@@ -43,10 +43,32 @@ pub fn objects(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `helm template RELEASE <chart> --namespace NAMESPACE EXTRA...`, as JSON
-/// objects.
+/// The image repository the tests install: the chart has none by default.
+pub const IMAGE_REPOSITORY: &str = "registry.e2e.example/issuer-guard";
+
+/// A values file under `home` that sets only [`IMAGE_REPOSITORY`], as the
+/// `-f` to give helm before a test's own values, which then win over it.
+pub fn image_values(home: &Path) -> String {
+    let path = home.join("image-values.yaml");
+    std::fs::create_dir_all(home).expect("the helm home");
+    std::fs::write(&path, format!("image:\n  repository: {IMAGE_REPOSITORY}\n"))
+        .expect("write the image values");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `helm template RELEASE <chart> --namespace NAMESPACE -f <image values>
+/// EXTRA...`, as JSON objects.
 pub fn template(home: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    let image = image_values(home);
+    let mut args = vec![
+        "template",
+        release,
+        CHART,
+        "--namespace",
+        namespace,
+        "-f",
+        image.as_str(),
+    ];
     args.extend_from_slice(extra);
     objects(&ok(&helm(home, &args), &format!("helm template {extra:?}")))
 }

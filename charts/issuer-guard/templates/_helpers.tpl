@@ -62,14 +62,63 @@ The ServiceAccount the pods run as.
 
 {{/*
 The image reference: repository@digest when a digest is given, else
-repository:tag (tag defaults to the appVersion).
+repository:tag (tag defaults to the appVersion). The repository has no
+default: the project publishes no image, and a default name would install a
+Deployment that never pulls (and, with the webhooks registered, fails
+admission while a rotation is declared).
 */}}
 {{- define "issuer-guard.image" -}}
+{{- $repository := required "image.repository is required: set image.repository to the image you built from the Dockerfile at the root of the issuer-guard repository and pushed to your registry (the project publishes none), e.g. --set image.repository=registry.example.com/platform/issuer-guard; see \"Build and push the image\" in the chart README" .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The webhooks' names, which the API server's admission metrics carry as their
+`name` label: webhooks.yaml registers them and prometheusrule.yaml selects
+them, so both must come from here.
+*/}}
+{{- define "issuer-guard.mutatingWebhookName" -}}
+mutate.issuer-guard.io
+{{- end }}
+{{- define "issuer-guard.validatingWebhookName" -}}
+validate.issuer-guard.io
+{{- end }}
+
+{{/*
+"true" when config.rotation declares something the validating webhook must
+enforce (an issuer or key retiring, or a planned issuer switch), else empty.
+The same three fields src/config reads as a declaration.
+*/}}
+{{- define "issuer-guard.rotationDeclared" -}}
+{{- $rotation := dig "rotation" dict (.Values.config | default dict) | default dict }}
+{{- if or $rotation.retiringIssuers $rotation.retiringKeyIds $rotation.nextIssuer }}true{{ end }}
+{{- end }}
+
+{{/*
+The validating webhook's failurePolicy. `auto` fails closed only while a
+rotation is declared: with nothing declared there is nothing certain to
+deny, and a fail-closed webhook that cannot be reached (a bad image, a
+NetworkPolicy) would block every pod creation in the cluster for no gain.
+*/}}
+{{- define "issuer-guard.validatingFailurePolicy" -}}
+{{- $policy := .Values.webhook.validating.failurePolicy }}
+{{- if eq $policy "auto" }}
+{{- if include "issuer-guard.rotationDeclared" . }}Fail{{ else }}Ignore{{ end }}
+{{- else }}
+{{- $policy }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespace the helm test sends its dry-run Pod to: tests.namespace.name,
+or <fullname>-test.
+*/}}
+{{- define "issuer-guard.testNamespace" -}}
+{{- .Values.tests.namespace.name | default (printf "%s-test" (include "issuer-guard.fullname" . | trunc 58 | trimSuffix "-")) }}
 {{- end }}
 
 {{/*
@@ -148,9 +197,14 @@ namespace added to exemptNamespaces.
 {{- $issuer := $static.issuer | default "https://kubernetes.default.svc.cluster.local" }}
 {{- $keyId := $static.keyId | default "" }}
 {{- $rotation := $cfg.rotation | default dict }}
+{{- $next := $rotation.nextIssuer | default "" }}
+{{- $planned := and $next (ne $next $issuer) }}
 {{- range $i, $r := ($rotation.retiringIssuers | default list) }}
-{{- if eq $r $issuer }}
-{{- fail (printf "config.rotation.retiringIssuers[%d]: %q is the current issuer (config.generation.static.issuer); the current issuer cannot retire" $i $r) }}
+{{- if and $next (eq $r $next) }}
+{{- fail (printf "config.rotation.retiringIssuers[%d]: %q is rotation.nextIssuer; the issuer a switch goes to cannot retire" $i $r) }}
+{{- end }}
+{{- if and (not $planned) (eq $r $issuer) }}
+{{- fail (printf "config.rotation.retiringIssuers[%d]: %q is the current issuer (config.generation.static.issuer, default https://kubernetes.default.svc.cluster.local); to declare a switch before it happens, set config.rotation.nextIssuer instead, and if it no longer signs, set config.generation.static.issuer to the issuer that does" $i $r) }}
 {{- end }}
 {{- end }}
 {{- if $keyId }}
@@ -159,6 +213,20 @@ namespace added to exemptNamespaces.
 {{- fail (printf "config.rotation.retiringKeyIds[%d]: %q is the current signing key (config.generation.static.keyId); the current key cannot retire" $i $k) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- /* Helm reads values as YAML 1.1, where a bare `off` is the boolean
+false; the binary reads YAML 1.2, where it is the action "off" that was
+meant. The schema lets false through for rule actions only, to land here. */}}
+{{- if $cfg.rules }}
+{{- $rules := dict }}
+{{- range $rule, $action := $cfg.rules }}
+{{- if and (kindIs "bool" $action) (not $action) }}
+{{- $_ := set $rules $rule "off" }}
+{{- else }}
+{{- $_ := set $rules $rule $action }}
+{{- end }}
+{{- end }}
+{{- $_ := set $cfg "rules" $rules }}
 {{- end }}
 {{- $exempt := $cfg.exemptNamespaces | default list }}
 {{- $_ := set $cfg "exemptNamespaces" (concat $exempt (list "kube-system" .Release.Namespace) | uniq) }}
