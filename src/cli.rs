@@ -92,7 +92,7 @@ pub struct CheckArgs {
     pub paths: Vec<PathBuf>,
     /// Exit 2 on unusable input found in a directory too, not only on
     /// input named on the command line.
-    #[arg(long, env = "ISSUER_GUARD_STRICT")]
+    #[arg(long, env = "ISSUER_GUARD_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
     /// A saved copy of the generation ledger (`kubectl get configmap
     /// issuer-guard-ledger -o yaml`): judge against the generation and

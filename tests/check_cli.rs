@@ -64,8 +64,8 @@ fn json_lists_every_judged_object_and_exit_1_on_deny() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let objects = v.as_array().unwrap();
+    let objects = stdout_json(&out);
+    assert_eq!(report_json(&out)["unusable"], json!([]));
     // Secrets are inputs, not judged objects; the 11 workloads are.
     assert_eq!(objects.len(), 11);
     let runner = objects.iter().find(|o| o["name"] == "runner").unwrap();
@@ -137,7 +137,7 @@ fn stdin_lists_and_the_namespace_flag() {
         Some(list),
     );
     assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stdout_json(&out);
     assert_eq!(v[0]["namespace"], "team-a");
     assert_eq!(v[0]["findings"][0]["rule"], "legacy-token-env");
 }
@@ -166,6 +166,26 @@ fn unusable_input_exits_2_naming_file_and_document() {
         "the snippet names the file: {err}"
     );
     assert_eq!(stdout_json(&out).len(), 1);
+    // Scripts see what could not be used in the report itself.
+    let unusable = &report_json(&out)["unusable"];
+    assert_eq!(unusable.as_array().unwrap().len(), 1, "{unusable}");
+    assert_eq!(unusable[0]["file"], bad.to_str().unwrap());
+    assert_eq!(unusable[0]["document"], 2);
+    assert_eq!(unusable[0]["explicit"], true);
+    assert!(
+        unusable[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad.yaml: document 2:"),
+        "{unusable}"
+    );
+    // Nothing judged at all still reads as the same shape.
+    let out = check(&["-o", "json", "/nonexistent/manifests.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let report = report_json(&out);
+    assert_eq!(report["objects"], json!([]));
+    assert_eq!(report["unusable"][0]["file"], "/nonexistent/manifests.yaml");
+    assert_eq!(report["unusable"][0]["document"], Value::Null);
 
     let out = check(&["/nonexistent/manifests.yaml"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -200,17 +220,21 @@ fn pod(template: &str, name: &str) -> String {
     template.replace("NAME", name)
 }
 
+/// The judged objects of a `-o json` report.
 fn stdout_json(out: &Output) -> Vec<Value> {
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}); stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+    report_json(out)["objects"]
         .as_array()
-        .expect("a JSON array")
+        .expect("a JSON array of objects")
         .clone()
+}
+
+fn report_json(out: &Output) -> Value {
+    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn names(objects: &[Value]) -> BTreeSet<String> {
@@ -1092,4 +1116,38 @@ fn a_ledger_snapshot_judges_against_the_discovered_rotation() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kubectl get configmap"), "{stderr}");
+}
+
+/// Boolean environment variables read the usual spellings, in any case,
+/// and refuse what they cannot read: never the opposite of what was meant.
+#[test]
+fn boolean_variables_read_the_usual_spellings_or_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "kind: [broken\n").unwrap();
+    std::fs::write(dir.path().join("pod.yaml"), pod(PLAIN_POD, "p")).unwrap();
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_issuer-guard"))
+            .args(["check", dir.path().to_str().unwrap()])
+            .env("ISSUER_GUARD_STRICT", value)
+            .env_remove("ISSUER_GUARD_CONFIG")
+            .output()
+            .unwrap()
+    };
+    // A broken file met in a directory fails the run only under --strict.
+    for on in ["1", "true", "TRUE", "yes", "Yes", "on", "ON", "y"] {
+        assert_eq!(run(on).status.code(), Some(2), "ISSUER_GUARD_STRICT={on}");
+    }
+    for off in ["0", "false", "FALSE", "no", "No", "off", "OFF", "n"] {
+        let out = run(off);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ISSUER_GUARD_STRICT={off}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run("maybe");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'maybe'"), "{err}");
 }

@@ -200,8 +200,11 @@ fn symlinks_out_of_the_tree_are_skipped_and_nothing_outside_is_printed() {
         }
         match format {
             "json" => {
-                let objects: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
-                let files: Vec<&str> = objects
+                let report: Value = serde_json::from_str(&run.stdout).unwrap();
+                assert_eq!(report["unusable"].as_array().unwrap().len(), 3, "{report}");
+                let files: Vec<&str> = report["objects"]
+                    .as_array()
+                    .unwrap()
                     .iter()
                     .filter(|o| o["kind"] == "Pod")
                     .map(|o| o["source"]["file"].as_str().unwrap())

@@ -68,6 +68,14 @@ fn size(bytes: usize) -> String {
 }
 
 impl LoadError {
+    /// The document of the file the error is about, when it is one.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            LoadError::Parse { document, .. } => Some(*document),
+            _ => None,
+        }
+    }
+
     /// The file (or `<stdin>`) the error is about.
     pub fn source_name(&self) -> &str {
         match self {

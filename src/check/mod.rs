@@ -166,6 +166,7 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
     written?;
     report.finish(&mut out, &unusable)?;
     out.flush()?;
+    // Scripts read the JSON; a person watching the job reads stderr.
     if args.output == OutputFormat::Json {
         eprint!("{}", report::unusable_lines(&unusable));
     }

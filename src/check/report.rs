@@ -73,8 +73,7 @@ pub(crate) trait Report {
         judged: &Judged,
         doc: &Document<'_>,
     ) -> io::Result<()>;
-    /// The end of the report. With JSON, unusable input goes to stderr
-    /// (see [`unusable_lines`]) so that stdout stays one array of objects.
+    /// The end of the report, with what could not be used.
     fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()>;
 }
 
@@ -102,6 +101,17 @@ pub fn unusable_lines(unusable: &[Unusable]) -> String {
 
 struct Json {
     written: usize,
+}
+
+/// An unusable input in the JSON report.
+#[derive(Serialize)]
+struct JsonUnusable<'a> {
+    file: &'a str,
+    /// The document, when one document of the file was the problem.
+    document: Option<usize>,
+    error: String,
+    /// Named on the command line: its loss fails the run.
+    explicit: bool,
 }
 
 impl Report for Json {
@@ -134,20 +144,47 @@ impl Report for Json {
             unknown_opt_outs: &j.verdict.unknown_opt_outs,
         };
         let text = serde_json::to_string_pretty(&object).map_err(io::Error::other)?;
-        out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
-        for (i, line) in text.lines().enumerate() {
-            if i > 0 {
-                out.write_all(b"\n")?;
-            }
-            write!(out, "  {line}")?;
-        }
+        out.write_all(if self.written == 0 {
+            b"{\n  \"objects\": [\n"
+        } else {
+            b",\n"
+        })?;
+        indented(out, &text, "    ", "    ")?;
         self.written += 1;
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut dyn Write, _: &[Unusable]) -> io::Result<()> {
-        out.write_all(if self.written == 0 { b"[]\n" } else { b"\n]\n" })
+    fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()> {
+        out.write_all(if self.written == 0 {
+            b"{\n  \"objects\": []"
+        } else {
+            b"\n  ]"
+        })?;
+        let unusable: Vec<JsonUnusable> = unusable
+            .iter()
+            .map(|u| JsonUnusable {
+                file: u.error.source_name(),
+                document: u.error.document(),
+                error: u.error.to_string(),
+                explicit: u.explicit,
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&unusable).map_err(io::Error::other)?;
+        out.write_all(b",\n  \"unusable\": ")?;
+        indented(out, &text, "", "  ")?;
+        out.write_all(b"\n}\n")
     }
+}
+
+/// Writes pretty JSON one level in: the first line after `first`, the
+/// others after `rest`.
+fn indented(out: &mut dyn Write, text: &str, first: &str, rest: &str) -> io::Result<()> {
+    for (i, line) in text.lines().enumerate() {
+        let indent = if i == 0 { first } else { rest };
+        let newline = if i == 0 { "" } else { "\n" };
+        write!(out, "{newline}{indent}{line}")?;
+    }
+    Ok(())
 }
 
 /// Explanations wrap at this width, under their finding's line.
