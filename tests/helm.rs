@@ -697,6 +697,86 @@ fn stamped(obj: &Value) -> Option<&str> {
     obj["metadata"]["labels"][GENERATION_LABEL].as_str()
 }
 
+/// A default install whose pods never come up (a bad image, a
+/// NetworkPolicy) must not block anyone's deployments: nothing is declared,
+/// so nothing is enforced. Once a rotation is declared, the same outage
+/// refuses what the webhook judges, as it must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_install_with_no_issuer_guard_running_blocks_nothing() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
+    let home = cp.dir().join("helm");
+    std::fs::create_dir_all(&home).unwrap();
+    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
+    // The webhooks point at a port nothing listens on: issuer-guard is down.
+    let values = home.join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "image:\n  repository: {IMAGE_REPOSITORY}\nwebhook:\n  urlOverride: \"https://127.0.0.1:{}\"\ntls:\n  extraIPs: [\"127.0.0.1\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let values = values.to_str().unwrap().to_owned();
+    let base = [
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--namespace",
+        RELEASE_NS,
+        "--create-namespace",
+        "-f",
+        values.as_str(),
+    ];
+    let mut args = vec!["install", RELEASE, CHART];
+    args.extend_from_slice(&base);
+    ok(&helm(&home, &args), "helm install");
+
+    let namespaces: Api<Namespace> = Api::all(cp.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap(),
+        )
+        .await
+        .expect("create a namespace");
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": restricted_pod("x")["spec"]},
+        }
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cp.client.clone(), "apps")
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("a Deployment is admitted with issuer-guard down and nothing declared");
+    create_in(&cp.client, "apps", &restricted_pod("bare"))
+        .await
+        .expect("a bare Pod is admitted with issuer-guard down and nothing declared");
+
+    // Declared: the validating webhook now fails closed.
+    let mut args = vec![
+        "upgrade",
+        RELEASE,
+        CHART,
+        "--set-json",
+        "config.rotation={\"retiringKeyIds\":[\"old-kid\"]}",
+    ];
+    args.extend_from_slice(&base);
+    ok(&helm(&home, &args), "helm upgrade");
+    let refused = create_in(&cp.client, "apps", &restricted_pod("bare-2")).await;
+    match refused {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("failed calling webhook"),
+                "{status:?}"
+            );
+        }
+        other => panic!("a bare Pod was not refused with a rotation declared: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricted_pss() {
     let cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
