@@ -21,9 +21,9 @@ pub use load::{Document, LoadError, Unusable};
 pub use read::{DEFAULT_DOCUMENT_LIMIT, DEFAULT_FILE_LIMIT, Limits};
 pub use report::{Judged, OutputFormat, Source};
 
+use crate::state::ledger;
 use crate::{
     config::{Config, ConfigError},
-    discovery::ledger,
     object::{Kind, ObjectView},
     policy,
     rules::{
@@ -88,7 +88,7 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| snapshot(e.to_string()))?;
-        let ledger = ledger::from_snapshot(&text).map_err(snapshot)?;
+        let ledger = ledger_snapshot(&text).map_err(snapshot)?;
         let timing = ledger::Timing {
             window: args.window,
         };
@@ -177,6 +177,18 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
     } else {
         0
     })
+}
+
+/// A saved ledger: the ConfigMap as `kubectl get -o yaml` (or `-o json`)
+/// writes it, or the JSON of its `ledger.json` key alone.
+fn ledger_snapshot(text: &str) -> Result<ledger::Ledger, String> {
+    let value: Value = crate::yaml::from_str(text).map_err(|e| e.to_string())?;
+    if value.get("kind").and_then(Value::as_str) == Some("ConfigMap") {
+        let data = value.get("data");
+        return ledger::from_data(|key| data?.get(key)?.as_str())
+            .map_err(|e| format!("the ConfigMap: {e}"));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// What judging needs to know of the whole input: its legacy token Secrets

@@ -5,7 +5,6 @@
 //! configuration, and when the API server cannot be reached the last known
 //! generation stays in force.
 
-pub mod ledger;
 mod probe;
 mod store;
 
@@ -26,9 +25,8 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
-pub use ledger::{Ledger, Observation, Timing};
-
 use crate::cluster::{Caller, Reachability};
+use crate::state::ledger::{Ledger, Observation, Timing};
 use crate::{
     config::Live,
     metrics::{Metrics, StageLabels},

@@ -6,15 +6,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+
+use crate::state::ledger::{self, DATA_KEY, Ledger};
 use kube::{
     Api,
     api::{ObjectMeta, PostParams},
 };
 
-use super::{
-    DiscoveryError, Stage,
-    ledger::{DATA_KEY, Ledger},
-};
+use super::{DiscoveryError, Stage};
 
 /// Attempts at a read-modify-write before this probe gives up; the next
 /// probe tries again.
@@ -113,17 +112,11 @@ impl Store {
 /// The ledger in a ConfigMap. A ledger that does not parse is never
 /// overwritten: it is history that a careless write would lose.
 pub fn parse(name: &str, map: &ConfigMap) -> Result<Ledger, DiscoveryError> {
-    let text = map
-        .data
-        .as_ref()
-        .and_then(|d| d.get(DATA_KEY))
-        .ok_or_else(|| DiscoveryError::Ledger {
+    ledger::from_data(|key| map.data.as_ref()?.get(key).map(String::as_str)).map_err(|message| {
+        DiscoveryError::Ledger {
             name: name.to_owned(),
-            message: format!("it has no data key {DATA_KEY:?}"),
-        })?;
-    serde_json::from_str(text).map_err(|e| DiscoveryError::Ledger {
-        name: name.to_owned(),
-        message: e.to_string(),
+            message,
+        }
     })
 }
 

@@ -3,6 +3,7 @@
 //! rules; the configuration and discovery produce these values.
 
 mod discovered;
+pub mod ledger;
 mod pattern;
 
 pub use discovered::{Discovered, KeyState};

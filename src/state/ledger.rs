@@ -2,14 +2,15 @@
 //! been seen signing with, under a number given once and never reused, and
 //! every key its JWKS has listed. Kept in a ConfigMap so that replicas agree
 //! and a restart keeps the history; this module is the pure part, shared
-//! with `check`, which reads a saved copy.
+//! by discovery (which probes and writes it) and `check` (which reads a
+//! saved copy). No I/O, no clock: times come in with the observations.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Discovered, Generation, KeyState};
+use super::{Discovered, Generation, KeyState};
 
 /// The ConfigMap key that holds the ledger as JSON.
 pub const DATA_KEY: &str = "ledger.json";
@@ -245,22 +246,11 @@ impl Ledger {
     }
 }
 
-/// A saved ledger: the ConfigMap as `kubectl get -o yaml` (or `-o json`)
-/// writes it, or the JSON of its `ledger.json` key alone.
-pub fn from_snapshot(text: &str) -> Result<Ledger, String> {
-    let value: serde_json::Value = crate::yaml::from_str(text).map_err(|e| e.to_string())?;
-    let is_config_map = value.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap");
-    let value = if is_config_map {
-        let text = value
-            .get("data")
-            .and_then(|d| d.get(DATA_KEY))
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| format!("the ConfigMap has no data key {DATA_KEY:?}"))?;
-        serde_json::from_str(text).map_err(|e| format!("{DATA_KEY}: {e}"))?
-    } else {
-        value
-    };
-    serde_json::from_value(value).map_err(|e| e.to_string())
+/// Reads the ledger from a ConfigMap's data, given how to look a key up:
+/// the one reader of both the live ConfigMap and a saved copy of it.
+pub fn from_data<'a>(get: impl FnOnce(&str) -> Option<&'a str>) -> Result<Ledger, String> {
+    let text = get(DATA_KEY).ok_or_else(|| format!("it has no data key {DATA_KEY:?}"))?;
+    serde_json::from_str(text).map_err(|e| format!("{DATA_KEY}: {e}"))
 }
 
 #[cfg(test)]
