@@ -26,10 +26,7 @@ use crate::{
     config::{Config, ConfigError},
     object::{Kind, ObjectView},
     policy,
-    rules::{
-        CredentialConfigs, LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION,
-        SERVICE_ACCOUNT_TOKEN_TYPE,
-    },
+    rules::{CredentialConfigs, LegacySecrets, is_legacy_token_secret},
 };
 use inputs::Entry;
 use load::Sink;
@@ -307,12 +304,7 @@ fn remember(known: &mut Known, v: &Value, default_namespace: &str) {
     let Some(name) = str_at("name") else { return };
     let namespace = str_at("namespace").unwrap_or(default_namespace);
     if kind == Some("Secret") {
-        let typed = v.get("type").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_TOKEN_TYPE);
-        let annotated = meta
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.get(SERVICE_ACCOUNT_NAME_ANNOTATION))
-            .is_some();
-        if typed || annotated {
+        if is_legacy_token_secret(v.get("type").and_then(Value::as_str)) {
             known.secrets.insert(namespace, name);
         }
         return;

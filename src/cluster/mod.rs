@@ -82,12 +82,6 @@ pub async fn client(source: &Source) -> Result<Client, ClusterError> {
     Ok(Client::try_from(config)?)
 }
 
-/// The only Secrets the watch asks for. The API server filters on the type
-/// (a field selector Secrets support), so a cluster's other Secrets, however
-/// many and however large their annotations, never reach issuer-guard; API
-/// validation makes this type carry the ServiceAccount annotation.
-pub const LEGACY_TOKEN_SELECTOR: &str = "type=kubernetes.io/service-account-token";
-
 /// A small page keeps a relist's peak low: every replica relists at once
 /// after an API server restart, and each object's metadata can carry a
 /// large `last-applied-configuration`.
@@ -110,8 +104,11 @@ pub fn watch_secrets(
         // An Api over PartialObjectMeta makes metadata-only requests (what
         // the deprecated `metadata_watcher` did).
         let api = Api::<PartialObjectMeta<Secret>>::all(client);
+        // The API server filters on the type (a field selector Secrets
+        // support), so a cluster's other Secrets, however many and however
+        // large their annotations, never reach issuer-guard.
         let config = watcher::Config::default()
-            .fields(LEGACY_TOKEN_SELECTOR)
+            .fields(&crate::rules::legacy_token_selector())
             .page_size(PAGE_SIZE);
         let events = watcher::watcher(api, config).backoff(backoff::CappedBackoff::default());
         let mut events = std::pin::pin!(events);

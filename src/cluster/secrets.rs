@@ -1,6 +1,11 @@
 //! The legacy token Secrets of the cluster, kept from a metadata-only watch.
 //! Reviews read the current set without locking and never wait for the API
 //! server; the watch replaces or edits the set behind them.
+//!
+//! Every Secret this cache is given came through the watch's field selector
+//! (`rules::legacy_token_selector`), so each is a legacy token by the one
+//! meaning `rules::is_legacy_token_secret` gives; metadata carries no type
+//! to test again.
 
 use std::sync::{
     Arc, Mutex,
@@ -12,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{core::PartialObjectMeta, runtime::watcher::Event};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::rules::{LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SecretIndex};
+use crate::rules::{LegacySecrets, SecretIndex};
 
 pub struct LegacyTokenCache {
     current: ArcSwap<LegacySecrets>,
@@ -53,18 +58,13 @@ impl LegacyTokenCache {
         self.current.load().len()
     }
 
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.current.load().is_empty()
-    }
-
     pub fn apply(&self, event: Event<PartialObjectMeta<Secret>>) {
         match event {
             Event::Init => {
                 *self.relist_slot() = Some(LegacySecrets::default());
             }
             Event::InitApply(secret) => {
-                if let Some((ns, name)) = legacy_key(&secret)
+                if let Some((ns, name)) = key(&secret)
                     && let Some(set) = self.relist_slot().as_mut()
                 {
                     set.insert(ns, name);
@@ -81,20 +81,11 @@ impl LegacyTokenCache {
                 self.publish(listed);
             }
             Event::Apply(secret) => {
-                let Some((ns, name)) = key(&secret) else {
-                    return;
-                };
-                // An update can remove the annotation, so an Apply may
-                // take a Secret out of the set as well as put it in.
-                let legacy = is_legacy(&secret);
-                if self.current.load().is_legacy_token(ns, name) != legacy {
-                    self.edit(|set| {
-                        if legacy {
-                            set.insert(ns, name);
-                        } else {
-                            set.remove(ns, name);
-                        }
-                    });
+                // A Secret's type cannot change: an Apply only ever adds.
+                if let Some((ns, name)) = key(&secret)
+                    && !self.current.load().is_legacy_token(ns, name)
+                {
+                    self.edit(|set| set.insert(ns, name));
                 }
             }
             Event::Delete(secret) => {
@@ -136,21 +127,6 @@ fn key(secret: &PartialObjectMeta<Secret>) -> Option<(&str, &str)> {
     Some((meta.namespace.as_deref()?, meta.name.as_deref()?))
 }
 
-/// The token controller annotates every Secret it fills with the
-/// ServiceAccount it belongs to; that annotation, not the name or the type
-/// (absent from metadata), is what makes a Secret a legacy token.
-fn is_legacy(secret: &PartialObjectMeta<Secret>) -> bool {
-    secret
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(SERVICE_ACCOUNT_NAME_ANNOTATION))
-}
-
-fn legacy_key(secret: &PartialObjectMeta<Secret>) -> Option<(&str, &str)> {
-    if is_legacy(secret) { key(secret) } else { None }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -180,7 +156,7 @@ mod tests {
             ns,
             name,
             &[
-                (SERVICE_ACCOUNT_NAME_ANNOTATION, "builder"),
+                ("kubernetes.io/service-account.name", "builder"),
                 ("kubernetes.io/service-account.uid", "1234"),
             ],
         )
@@ -214,31 +190,17 @@ mod tests {
     }
 
     #[test]
-    fn opaque_secret_named_like_a_token_is_not_legacy() {
-        let cache = LegacyTokenCache::new(Gauge::default());
-        synced(&cache, vec![secret("ci", "default-token-abcde", &[])]);
-        assert!(!cache.is_legacy_token("ci", "default-token-abcde"));
-        cache.apply(Event::Apply(secret(
-            "ci",
-            "builder-token-zz",
-            &[("kubernetes.io/description", "looks like a token")],
-        )));
-        assert!(!cache.is_legacy_token("ci", "builder-token-zz"));
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn apply_adds_and_annotation_removal_drops() {
+    fn apply_adds_once() {
         let gauge = Gauge::default();
         let cache = LegacyTokenCache::new(gauge.clone());
         synced(&cache, Vec::new());
         cache.apply(Event::Apply(token("ci", "bot")));
         assert!(cache.is_legacy_token("ci", "bot"));
-        assert_eq!(gauge.get(), 1);
-
+        assert!(!cache.is_legacy_token("other", "bot"));
+        // An update of the same Secret (its annotations edited) keeps it.
         cache.apply(Event::Apply(secret("ci", "bot", &[("other", "x")])));
-        assert!(!cache.is_legacy_token("ci", "bot"));
-        assert_eq!(gauge.get(), 0);
+        assert!(cache.is_legacy_token("ci", "bot"));
+        assert_eq!(gauge.get(), 1);
     }
 
     #[test]

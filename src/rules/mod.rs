@@ -17,7 +17,8 @@ pub use consumer::{CredentialConfigs, CredentialIndex, NO_CREDENTIALS};
 pub use finding::{Finding, MAX_WARNING_CHARS, truncate_chars};
 pub use id::RuleId;
 pub use secrets::{
-    LegacySecrets, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE, SecretIndex,
+    LegacySecrets, SERVICE_ACCOUNT_TOKEN_TYPE, SecretIndex, is_legacy_token_secret,
+    legacy_token_selector,
 };
 
 use crate::{object::PodSpecRef, state::Rotation};

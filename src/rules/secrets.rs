@@ -3,10 +3,24 @@
 
 use std::collections::{HashMap, HashSet};
 
-/// The annotation that marks a Secret as a legacy service-account token.
-pub const SERVICE_ACCOUNT_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 /// The Secret type of legacy service-account tokens.
 pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
+/// Whether a Secret of this `type` is a legacy service-account token: the
+/// one meaning `check`, the webhook's watch and the rules share. API
+/// validation makes this type require the
+/// `kubernetes.io/service-account.name` annotation and the token
+/// controller fills only such Secrets, so the type is the sharper test; the
+/// annotation alone, on an Opaque Secret, makes no token.
+pub fn is_legacy_token_secret(secret_type: Option<&str>) -> bool {
+    secret_type == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
+}
+
+/// The field selector that asks the API server for exactly the Secrets
+/// [`is_legacy_token_secret`] accepts.
+pub fn legacy_token_selector() -> String {
+    format!("type={SERVICE_ACCOUNT_TOKEN_TYPE}")
+}
 
 /// Which Secrets hold legacy service-account tokens.
 pub trait SecretIndex: Send + Sync {

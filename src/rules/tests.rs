@@ -40,13 +40,13 @@ fn key_rotation() -> Rotation {
 }
 
 /// Judges the first object of `yaml` that is no Secret or ConfigMap,
-/// knowing the file's Secrets that carry the service-account annotation as
-/// legacy tokens and its ConfigMaps' credential configurations.
+/// knowing the file's legacy token Secrets and its ConfigMaps' credential
+/// configurations.
 fn judge_yaml(yaml: &str, rotation: &Rotation) -> Vec<Finding> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
     let mut secrets = LegacySecrets::default();
     for d in docs.iter().filter(|d| d["kind"] == "Secret") {
-        if d["metadata"]["annotations"][SERVICE_ACCOUNT_NAME_ANNOTATION].is_string() {
+        if is_legacy_token_secret(d["type"].as_str()) {
             secrets.insert(
                 d["metadata"]["namespace"].as_str().unwrap(),
                 d["metadata"]["name"].as_str().unwrap(),

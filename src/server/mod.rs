@@ -316,7 +316,7 @@ fn secret_cache(
     match client {
         Some(client) => {
             tracing::info!(
-                selector = cluster::LEGACY_TOKEN_SELECTOR,
+                selector = %crate::rules::legacy_token_selector(),
                 "watching the metadata of legacy service-account token Secrets"
             );
             let cache = Arc::new(LegacyTokenCache::new(gauge));
