@@ -10,6 +10,7 @@ pub mod admission;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod judge;
 pub mod logging;
 pub mod object;
 pub mod rules;

@@ -16,8 +16,9 @@ use arc_swap::ArcSwap;
 
 use crate::{
     config::Config,
+    judge::{self, Known},
     object::{self, Kind, ObjectView, Text},
-    policy::{self, Action, Origin, Subject, Verdict},
+    policy::{Action, Origin, Subject, Verdict},
     rules::{self, RuleId, SecretIndex},
 };
 use response::{Response, Status};
@@ -203,9 +204,9 @@ impl Webhook {
             Origin::of(obj)
         };
         let config = self.config.load();
-        let verdict = policy::assess(
-            &config.policy,
-            &config.context(&*self.secrets),
+        let verdict = judge::subject(
+            &config,
+            Known::secrets(&*self.secrets),
             Subject {
                 kind,
                 namespace,

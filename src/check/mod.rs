@@ -13,7 +13,6 @@ use std::{
     path::PathBuf,
 };
 
-use serde::Deserialize;
 use serde_json::Value;
 
 pub use inputs::Symlinks;
@@ -24,8 +23,7 @@ pub use report::{Judged, OutputFormat, Source};
 use crate::state::ledger;
 use crate::{
     config::{Config, ConfigError},
-    object::{Kind, ObjectView},
-    policy,
+    judge,
     rules::{CredentialConfigs, LegacySecrets, is_legacy_token_secret},
 };
 use inputs::Entry;
@@ -250,46 +248,26 @@ fn judge(
     doc: &Document<'_>,
     default_namespace: &str,
 ) -> Result<Option<Judged>, LoadError> {
-    let api_version = doc
-        .value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let kind_name = doc
-        .value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let Some(kind) = Kind::from_api_version(api_version, kind_name) else {
-        return Ok(None);
+    let known = judge::Known {
+        secrets: &known.secrets,
+        credentials: &known.credentials,
     };
-    let obj =
-        <ObjectView as Deserialize>::deserialize(&doc.value).map_err(|e| LoadError::Parse {
+    let judged = judge::value(config, known, &doc.value, default_namespace).map_err(|message| {
+        LoadError::Parse {
             source_name: doc.source_name.to_owned(),
             document: doc.document,
-            message: format!("not a readable {kind_name}: {e}"),
-        })?;
-    let namespace = obj.namespace_or(default_namespace);
-    let verdict = policy::assess(
-        &config.policy,
-        &config.context_with(&known.secrets, &known.credentials),
-        policy::Subject {
-            kind,
-            namespace,
-            obj: &obj,
-            old: None,
-            origin: policy::Origin::of(&obj),
-        },
-    );
-    Ok(Some(Judged {
-        kind,
-        namespace: namespace.to_owned(),
-        name: obj.meta().display_name(),
-        source: Source {
+            message,
+        }
+    })?;
+    Ok(judged.map(|j| Judged {
+        kind: j.kind,
+        namespace: j.namespace,
+        name: j.name,
+        source: Source::File {
             file: doc.source_name.to_owned(),
             document: doc.document,
         },
-        verdict,
+        verdict: j.verdict,
     }))
 }
 

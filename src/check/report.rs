@@ -20,12 +20,35 @@ pub enum OutputFormat {
     Sarif,
 }
 
-/// Where an object was read: its file (or `<stdin>`) and the 1-based
-/// document in it.
+/// Where an object was read. Serialized without a tag, so a file reads
+/// `{"file", "document"}` and a live object `{"object", "owner"}`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Source {
-    pub file: String,
-    pub document: usize,
+#[serde(untagged)]
+pub enum Source {
+    /// A file (or `<stdin>`) and the 1-based document in it.
+    File { file: String, document: usize },
+    /// An object read from the API server, as `namespace/name`, with its
+    /// controlling owner (`Kind/name`) when a controller made it.
+    Live {
+        object: String,
+        owner: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File { file, document } => write!(f, "{file}, document {document}"),
+            Source::Live {
+                object,
+                owner: Some(owner),
+            } => write!(f, "{object}, owned by {owner}"),
+            Source::Live {
+                object,
+                owner: None,
+            } => f.write_str(object),
+        }
+    }
 }
 
 /// One judged object.
@@ -224,12 +247,11 @@ impl Report for Table {
     fn object(&mut self, out: &mut dyn Write, j: &Judged, _: &Document<'_>) -> io::Result<()> {
         let mut text = String::new();
         let object = format!(
-            "{}/{}/{} ({}, document {})",
+            "{}/{}/{} ({})",
             j.kind.as_str(),
             j.namespace,
             j.name,
-            j.source.file,
-            j.source.document
+            j.source
         );
         self.judged += 1;
         if j.verdict.exempt {

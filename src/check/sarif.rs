@@ -28,10 +28,10 @@ impl Report for Sarif {
             return Ok(());
         }
         let same = |(file, document): &(String, usize)| {
-            *file == j.source.file && *document == j.source.document
+            file == doc.source_name && *document == doc.document
         };
         if !self.lines.as_ref().is_some_and(|(at, _)| same(at)) {
-            let at = (j.source.file.clone(), j.source.document);
+            let at = (doc.source_name.to_owned(), doc.document);
             self.lines = Some((at, Lines::read(doc.text)));
         }
         let doc_lines = self.lines.as_ref().and_then(|(_, l)| l.as_ref());
@@ -59,7 +59,7 @@ impl Report for Sarif {
                 )},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": uri(&j.source.file)},
+                        "artifactLocation": {"uri": uri(doc.source_name)},
                         "region": {"startLine": line},
                     },
                     "logicalLocations": [{
@@ -67,7 +67,7 @@ impl Report for Sarif {
                         "kind": "object",
                     }],
                 }],
-                "properties": {"action": d.action.as_str(), "document": j.source.document},
+                "properties": {"action": d.action.as_str(), "document": doc.document},
             }));
         }
         Ok(())
