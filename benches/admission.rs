@@ -8,7 +8,7 @@ use std::{hint::black_box, sync::Arc};
 use arc_swap::ArcSwap;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use issuer_guard::{
-    admission::{Endpoint, Reply, Webhook, review::ReviewIn},
+    admission::{Decision, Endpoint, Reply, Webhook, review::ReviewIn},
     config::Config,
     object::ObjectView,
     rules::LegacySecrets,
@@ -58,7 +58,7 @@ fn admission(c: &mut Criterion) {
             };
             let denied = name == "deployment-denied" && endpoint == Endpoint::Validate;
             assert_eq!(
-                reviewed.decision == "denied",
+                reviewed.decision == Decision::Denied,
                 denied,
                 "{name} on {endpoint:?}: {}",
                 reviewed.decision

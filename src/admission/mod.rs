@@ -24,11 +24,6 @@ use crate::{
 use response::{Response, Status};
 use review::{API_VERSION, KIND, RawReview, RequestIn, ReviewIn, salvage_uid};
 
-/// The metrics decision for an object a controller made that is at risk:
-/// marked, never denied or warned about. Counted apart so an operator sees
-/// how many at-risk objects controllers keep making.
-pub const CONTROLLER_AT_RISK: &str = "controller-at-risk";
-
 /// The most of an error message, and so of the input it quotes, that an
 /// answer or a log line carries.
 pub const MAX_ECHO_CHARS: usize = 300;
@@ -62,6 +57,78 @@ impl Endpoint {
     }
 }
 
+/// What a review came to, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Patched,
+    Warned,
+    Denied,
+    /// An object a controller made that is at risk: marked, never denied
+    /// or warned about. Counted apart so an operator sees how many at-risk
+    /// objects controllers keep making.
+    ControllerAtRisk,
+    Exempt,
+    /// A kind issuer-guard does not judge (a registration mistake).
+    Unjudged,
+    Error,
+}
+
+impl Decision {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Patched => "patched",
+            Decision::Warned => "warned",
+            Decision::Denied => "denied",
+            Decision::ControllerAtRisk => "controller-at-risk",
+            Decision::Exempt => "exempt",
+            Decision::Unjudged => "unjudged",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// What a review was about, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subjected {
+    /// A kind issuer-guard judges.
+    Judged(Kind),
+    /// A kind it does not judge.
+    Other,
+    /// The review could not be read that far.
+    Unknown,
+}
+
+impl Subjected {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Subjected::Judged(kind) => kind.as_str(),
+            Subjected::Other => "other",
+            Subjected::Unknown => "unknown",
+        }
+    }
+}
+
+/// The request's operation; only CREATE and UPDATE are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Create,
+    Update,
+    /// DELETE, CONNECT or anything else.
+    Other,
+}
+
+impl Operation {
+    fn of(operation: Option<&str>) -> Self {
+        match operation {
+            Some("CREATE") => Operation::Create,
+            Some("UPDATE") => Operation::Update,
+            _ => Operation::Other,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
     #[error("body is not UTF-8 JSON: {0}")]
@@ -90,13 +157,10 @@ pub enum AdmissionError {
 
 /// What one review came to.
 #[derive(Debug)]
+#[must_use]
 pub struct Reviewed {
-    /// The judged kind, `other` for kinds issuer-guard does not judge, or
-    /// `unknown` when the review could not be read that far.
-    pub kind: &'static str,
-    /// allowed, patched, warned, denied, controller-at-risk, exempt,
-    /// unjudged or error.
-    pub decision: &'static str,
+    pub kind: Subjected,
+    pub decision: Decision,
     /// Every decided finding, from the validating webhook only, so that a
     /// finding is counted once although both webhooks judge the object.
     pub findings: Vec<(RuleId, Action)>,
@@ -121,8 +185,8 @@ pub struct Webhook {
 /// A review's answer before encoding.
 struct Outcome {
     response: Response,
-    kind: &'static str,
-    decision: &'static str,
+    kind: Subjected,
+    decision: Decision,
     findings: Vec<(RuleId, Action)>,
 }
 
@@ -161,15 +225,15 @@ impl Webhook {
                         );
                         match response.encode() {
                             Ok(bytes) => Reviewed {
-                                kind: "unknown",
-                                decision: "error",
+                                kind: Subjected::Unknown,
+                                decision: Decision::Error,
                                 findings: Vec::new(),
                                 reply: Reply::Review(bytes),
                             },
-                            Err(e) => unusable("unknown", &AdmissionError::Encode(e)),
+                            Err(e) => unusable(Subjected::Unknown, &AdmissionError::Encode(e)),
                         }
                     }
-                    None => unusable("unknown", &e),
+                    None => unusable(Subjected::Unknown, &e),
                 }
             }
         }
@@ -189,7 +253,7 @@ impl Webhook {
             Ok(kind) => kind,
             Err((known, decision)) => return Ok(unjudged(response, &req, known, decision)),
         };
-        let update = req.operation.as_deref() == Some("UPDATE");
+        let update = Operation::of(req.operation.as_deref()) == Operation::Update;
         let obj = req.object.as_ref().ok_or(AdmissionError::MissingObject)?;
         let namespace = req
             .namespace
@@ -217,23 +281,23 @@ impl Webhook {
         );
         let outcome = |response, decision, findings| Outcome {
             response,
-            kind: kind.as_str(),
+            kind: Subjected::Judged(kind),
             decision,
             findings,
         };
         if verdict.exempt {
-            return Ok(outcome(response, "exempt", Vec::new()));
+            return Ok(outcome(response, Decision::Exempt, Vec::new()));
         }
 
         match endpoint {
             Endpoint::Mutate => {
                 let ops = mutation(kind, update, obj, &config, &verdict);
                 let decision = if verdict.controller_at_risk() {
-                    CONTROLLER_AT_RISK
+                    Decision::ControllerAtRisk
                 } else if ops.is_empty() {
-                    "allowed"
+                    Decision::Allowed
                 } else {
-                    "patched"
+                    Decision::Patched
                 };
                 Ok(outcome(response.with_patch(&ops)?, decision, Vec::new()))
             }
@@ -266,27 +330,27 @@ fn validation(
             reason: "Forbidden",
             message,
         });
-        "denied"
+        Decision::Denied
     } else if verdict.controller_at_risk() {
-        CONTROLLER_AT_RISK
+        Decision::ControllerAtRisk
     } else if warnings.is_empty() {
-        "allowed"
+        Decision::Allowed
     } else {
-        "warned"
+        Decision::Warned
     };
     response.warnings = warnings;
     Outcome {
         response,
-        kind: kind.as_str(),
+        kind: Subjected::Judged(kind),
         decision,
         findings,
     }
 }
 
-fn unusable(kind: &'static str, e: &AdmissionError) -> Reviewed {
+fn unusable(kind: Subjected, e: &AdmissionError) -> Reviewed {
     Reviewed {
         kind,
-        decision: "error",
+        decision: Decision::Error,
         findings: Vec::new(),
         reply: Reply::Unusable(rules::truncate_chars(e.to_string(), MAX_ECHO_CHARS)),
     }
@@ -314,21 +378,21 @@ fn envelope<'a, O>(
 /// kind with a pod spec, a subresource that cannot change how a pod gets its
 /// token (status, scale; ephemeral containers can), or an operation other
 /// than CREATE and UPDATE. A let-through carries the kind when it is known.
-fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, (Option<Kind>, &'static str)> {
+fn judged_kind<O>(req: &RequestIn<'_, O>) -> Result<Kind, (Option<Kind>, Decision)> {
     let kind = req
         .kind
         .as_ref()
         .and_then(|gk| Kind::from_group_kind(&gk.group, &gk.kind))
-        .ok_or((None, "unjudged"))?;
+        .ok_or((None, Decision::Unjudged))?;
     let subresource = matches!(
         req.sub_resource.as_deref(),
         None | Some("") | Some("ephemeralcontainers")
     );
-    let operation = matches!(req.operation.as_deref(), Some("CREATE" | "UPDATE"));
+    let operation = Operation::of(req.operation.as_deref()) != Operation::Other;
     if subresource && operation {
         Ok(kind)
     } else {
-        Err((Some(kind), "allowed"))
+        Err((Some(kind), Decision::Allowed))
     }
 }
 
@@ -336,7 +400,7 @@ fn unjudged<O>(
     mut response: Response,
     req: &RequestIn<'_, O>,
     known: Option<Kind>,
-    decision: &'static str,
+    decision: Decision,
 ) -> Outcome {
     if known.is_none() {
         let (group, name) = req
@@ -352,7 +416,7 @@ fn unjudged<O>(
     }
     Outcome {
         response,
-        kind: known.map_or("other", Kind::as_str),
+        kind: known.map_or(Subjected::Other, Subjected::Judged),
         decision,
         findings: Vec::new(),
     }

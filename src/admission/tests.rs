@@ -74,7 +74,7 @@ fn ask(h: &Harness, endpoint: Endpoint, body: &str) -> Answer {
     Answer {
         status,
         review,
-        decision: reviewed.decision,
+        decision: reviewed.decision.as_str(),
     }
 }
 
@@ -465,7 +465,7 @@ fn outcomes_name_kind_decision_and_findings() {
     let h = harness(KEY_ROTATION);
     let validated = h.webhook.review(Endpoint::Validate, DEPLOYMENT.as_bytes());
     assert_eq!(
-        (validated.kind, validated.decision),
+        (validated.kind.as_str(), validated.decision.as_str()),
         ("Deployment", "denied")
     );
     assert_eq!(
@@ -473,10 +473,13 @@ fn outcomes_name_kind_decision_and_findings() {
         [(crate::rules::RuleId::TokenSubpath, Action::Deny)]
     );
     let mutated = h.webhook.review(Endpoint::Mutate, DEPLOYMENT.as_bytes());
-    assert_eq!(mutated.decision, "patched");
+    assert_eq!(mutated.decision, Decision::Patched);
     assert!(mutated.findings.is_empty(), "counted by validate only");
     let garbage = h.webhook.review(Endpoint::Mutate, b"garbage");
-    assert_eq!((garbage.kind, garbage.decision), ("unknown", "error"));
+    assert_eq!(
+        (garbage.kind, garbage.decision),
+        (Subjected::Unknown, Decision::Error)
+    );
     assert!(matches!(garbage.reply, Reply::Unusable(_)));
 }
 

@@ -161,8 +161,8 @@ fn record(metrics: &Metrics, endpoint: Endpoint, reviewed: &Reviewed, took: Dura
         .requests
         .get_or_create(&RequestLabels {
             webhook,
-            kind: reviewed.kind,
-            decision: reviewed.decision,
+            kind: reviewed.kind.as_str(),
+            decision: reviewed.decision.as_str(),
         })
         .inc();
     metrics
