@@ -16,23 +16,31 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             server::tune_allocator();
             logging::init(args.log_format.into());
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-            };
-            let result = runtime.block_on(server::run(args.settings()));
-            // Tasks still running after the drain (watches, reloaders) are
-            // dropped; a stuck file read must not hold the exit.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e.to_string()),
-            }
+            on_runtime(server::run(args.settings()))
         }
         Command::Check(args) => run_check(&args.options()),
+    }
+}
+
+/// Runs a command that talks to the network on the one async runtime the
+/// process builds; `check` needs none.
+fn on_runtime<E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(work);
+    // Tasks still running after the work is done (watches, reloaders) are
+    // dropped; a stuck file read must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
     }
 }
 
