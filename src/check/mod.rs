@@ -84,11 +84,9 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
         };
         let text = std::fs::read_to_string(path).map_err(|e| snapshot(e.to_string()))?;
         let ledger = ledger_snapshot(&text).map_err(snapshot)?;
-        let timing = ledger::Timing {
-            window: args.window,
-        };
+        let window = ledger::Window(args.window);
         let found = ledger
-            .conclude(timing)
+            .conclude(window)
             .ok_or_else(|| snapshot("the ledger has no generation yet".to_owned()))?;
         config = config.with_discovered(&found);
         let (g, r) = (&config.generation, &config.rotation);

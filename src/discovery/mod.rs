@@ -26,7 +26,7 @@ use kube::{
 use tokio::task::JoinHandle;
 
 use crate::cluster::{Caller, Reachability};
-use crate::state::ledger::{Ledger, Observation, Timing};
+use crate::state::ledger::{Ledger, Observation, Window};
 use crate::{
     config::Live,
     metrics::{Metrics, StageLabels},
@@ -168,9 +168,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     reach: Arc<Reachability>,
 ) -> Discovery {
-    let timing = Timing {
-        window: settings.window,
-    };
+    let window = Window(settings.window);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.account.namespace);
     let synced = Arc::new(AtomicBool::new(false));
     let shared = Shared {
@@ -181,11 +179,11 @@ pub fn spawn(
     let watch = tokio::spawn(watch_ledger(
         api.clone(),
         settings.ledger.clone(),
-        timing,
+        window,
         synced.clone(),
         shared.clone(),
     ));
-    let probe = tokio::spawn(probe_loop(client, api, settings, timing, metrics, shared));
+    let probe = tokio::spawn(probe_loop(client, api, settings, window, metrics, shared));
     Discovery {
         synced,
         _tasks: [watch, probe],
@@ -206,7 +204,7 @@ struct Shared {
 async fn watch_ledger(
     api: Api<ConfigMap>,
     name: String,
-    timing: Timing,
+    window: Window,
     synced: Arc<AtomicBool>,
     shared: Shared,
 ) {
@@ -227,7 +225,7 @@ async fn watch_ledger(
             Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) => {
                 failing = false;
                 match store::parse(&name, &map) {
-                    Ok(ledger) => adopt(&ledger, timing, &live, &known),
+                    Ok(ledger) => adopt(&ledger, window, &live, &known),
                     Err(error) => tracing::error!(%error, "ledger not followed"),
                 }
             }
@@ -256,7 +254,7 @@ async fn watch_ledger(
 /// Takes `ledger` as the one in force unless it is behind the one already
 /// known: the probe adopts its own write at once, and the watch may deliver
 /// an older version after it.
-fn adopt(ledger: &Ledger, timing: Timing, live: &Live, known: &arc_swap::ArcSwapOption<Ledger>) {
+fn adopt(ledger: &Ledger, window: Window, live: &Live, known: &arc_swap::ArcSwapOption<Ledger>) {
     if known
         .load()
         .as_deref()
@@ -265,7 +263,7 @@ fn adopt(ledger: &Ledger, timing: Timing, live: &Live, known: &arc_swap::ArcSwap
         return;
     }
     known.store(Some(Arc::new(ledger.clone())));
-    if let Some(found) = ledger.conclude(timing) {
+    if let Some(found) = ledger.conclude(window) {
         live.set_discovered(found);
     }
 }
@@ -274,7 +272,7 @@ async fn probe_loop(
     client: Client,
     api: Api<ConfigMap>,
     settings: Settings,
-    timing: Timing,
+    window: Window,
     metrics: Arc<Metrics>,
     shared: Shared,
 ) {
@@ -290,7 +288,7 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = discover(&client, &store, &settings, timing, &live, &known, timeout).await;
+        let outcome = discover(&client, &store, &settings, window, &live, &known, timeout).await;
         match outcome {
             Ok(ledger) => {
                 reach.answered(Caller::Discovery);
@@ -301,7 +299,7 @@ async fn probe_loop(
                 if std::mem::take(&mut failing) {
                     tracing::info!("discovery recovered");
                 }
-                adopt(&ledger, timing, &live, &known);
+                adopt(&ledger, window, &live, &known);
             }
             Err(error) => {
                 metrics
@@ -332,7 +330,7 @@ async fn discover(
     client: &Client,
     store: &store::Store,
     settings: &Settings,
-    timing: Timing,
+    window: Window,
     live: &Live,
     known: &arc_swap::ArcSwapOption<Ledger>,
     timeout: Duration,
@@ -354,7 +352,7 @@ async fn discover(
     let ledger = tokio::time::timeout(
         timeout,
         store.update(seed.as_deref(), |l| {
-            l.observe(&observation, first, retired, timing)
+            l.observe(&observation, first, retired, window)
         }),
     )
     .await

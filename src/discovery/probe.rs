@@ -64,16 +64,16 @@ pub async fn probe(
     let kid = jsonwebtoken::decode_header(&token)
         .map_err(|e| verify(e.to_string()))?
         .kid;
-    if kid.is_some_and(|k| jwks.1.find(&k).is_none()) {
+    if kid.is_some_and(|k| jwks.keys.find(&k).is_none()) {
         // During a roll the JWKS and the token may come from different API
         // servers; one more look settles most of those.
         jwks = get_jwks(client, timeout).await?;
     }
-    let (issuer, key_id) = believe(&token, &jwks.1, audience)?;
+    let (issuer, key_id) = believe(&token, &jwks.keys, audience)?;
     Ok(Seen {
         issuer,
         key_id,
-        verifying: jwks.0,
+        verifying: jwks.kids,
         advertised_issuer: advertised.issuer,
     })
 }
@@ -110,12 +110,16 @@ fn verify(message: String) -> DiscoveryError {
     DiscoveryError::Verify(message)
 }
 
-/// The JWKS's key ids, read apart from the typed set so that a key of a
-/// type jsonwebtoken cannot use is still listed.
-async fn get_jwks(
-    client: &Client,
-    timeout: Duration,
-) -> Result<(Vec<String>, JwkSet), DiscoveryError> {
+/// An API server's JWKS.
+struct Jwks {
+    /// Every key id listed, read apart from the typed set so that a key of
+    /// a type jsonwebtoken cannot use is still listed.
+    kids: Vec<String>,
+    /// The keys jsonwebtoken can verify with.
+    keys: JwkSet,
+}
+
+async fn get_jwks(client: &Client, timeout: Duration) -> Result<Jwks, DiscoveryError> {
     let raw: serde_json::Value = get_json(client, JWKS, Stage::Jwks, timeout).await?;
     let listed = raw
         .get("keys")
@@ -131,7 +135,10 @@ async fn get_jwks(
         .iter()
         .filter_map(|k| serde_json::from_value(k.clone()).ok())
         .collect();
-    Ok((kids, JwkSet { keys }))
+    Ok(Jwks {
+        kids,
+        keys: JwkSet { keys },
+    })
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(

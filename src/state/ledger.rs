@@ -65,21 +65,18 @@ pub struct Observation {
     pub at: Timestamp,
 }
 
-/// How the ledger records and reads observations.
+/// What was seen within this long of the newest observation counts as
+/// seen now. It spans a rolling control-plane upgrade, during which
+/// consecutive probes may see the old and the new signer in turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    /// What was seen within this long of the newest observation counts as
-    /// seen now. It spans a rolling control-plane upgrade, during which
-    /// consecutive probes may see the old and the new signer in turn.
-    pub window: Duration,
-}
+pub struct Window(pub Duration);
 
-impl Timing {
+impl Window {
     /// A `last_seen` is only moved forward once it is this old: every
     /// replica probes every interval, and writing each probe would turn
     /// the ledger into a hot object.
     pub fn refresh(&self) -> Duration {
-        self.window / 5
+        self.0 / 5
     }
 }
 
@@ -92,9 +89,9 @@ impl Ledger {
         seen: &Observation,
         first_number: u64,
         retired_issuers: &[String],
-        timing: Timing,
+        window: Window,
     ) -> bool {
-        let refresh = jiff::SignedDuration::try_from(timing.refresh()).unwrap_or_default();
+        let refresh = jiff::SignedDuration::try_from(window.refresh()).unwrap_or_default();
         let stale = |last: Timestamp| seen.at.duration_since(last) >= refresh;
         let mut changed = false;
         match self
@@ -191,9 +188,9 @@ impl Ledger {
     }
 
     /// What the ledger says now; `None` while it is empty.
-    pub fn conclude(&self, timing: Timing) -> Option<Discovered> {
+    pub fn conclude(&self, window: Window) -> Option<Discovered> {
         let latest = self.latest()?;
-        let window = jiff::SignedDuration::try_from(timing.window).unwrap_or_default();
+        let window = jiff::SignedDuration::try_from(window.0).unwrap_or_default();
         let recent = |last: Timestamp| latest.duration_since(last) <= window;
         // The newest pair seen within the window signs: during a roll the
         // old signer is seen again, and must not take the stamp back.
