@@ -296,3 +296,34 @@ fn remember(known: &mut Known, v: &Value, default_namespace: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::SecretIndex;
+
+    #[test]
+    fn only_secrets_of_the_token_type_are_legacy_tokens() {
+        let mut known = Known {
+            secrets: LegacySecrets::default(),
+            credentials: CredentialConfigs::default(),
+        };
+        let annotation = json!({"kubernetes.io/service-account.name": "bot"});
+        remember(
+            &mut known,
+            &json!({"kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": "typed", "annotations": annotation}}),
+            "ci",
+        );
+        remember(
+            &mut known,
+            &json!({"kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "annotated", "annotations": annotation}}),
+            "ci",
+        );
+        assert!(known.secrets.is_legacy_token("ci", "typed"));
+        assert!(!known.secrets.is_legacy_token("ci", "annotated"));
+    }
+}

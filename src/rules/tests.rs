@@ -696,3 +696,16 @@ fn google_federation_recognised_by_its_credential_configuration() {
         assert!(judge_yaml(&y, &issuer_change()).is_empty(), "{y}");
     }
 }
+
+#[test]
+fn a_legacy_token_secret_is_known_by_its_type_alone() {
+    assert!(is_legacy_token_secret(Some(
+        "kubernetes.io/service-account-token"
+    )));
+    assert!(!is_legacy_token_secret(Some("Opaque")));
+    assert!(!is_legacy_token_secret(None));
+    assert_eq!(
+        legacy_token_selector(),
+        "type=kubernetes.io/service-account-token"
+    );
+}
