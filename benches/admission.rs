@@ -61,9 +61,9 @@ fn admission(c: &mut Criterion) {
                 reviewed.decision == Decision::Denied,
                 denied,
                 "{name} on {endpoint:?}: {}",
-                reviewed.decision
+                reviewed.decision.as_str()
             );
-            assert_ne!(reviewed.decision, "error", "{name} on {endpoint:?}");
+            assert_ne!(reviewed.decision, Decision::Error, "{name} on {endpoint:?}");
             if endpoint == Endpoint::Mutate && name.starts_with("pod") {
                 let answer: serde_json::Value = serde_json::from_slice(json).expect("JSON");
                 assert!(answer["response"]["patch"].is_string(), "{name}: no patch");
