@@ -1,4 +1,8 @@
 //! `issuer-guard check` as a user runs it: files, directories, stdin, exit codes.
+//! Every run is of the shipped binary (`ISSUER_GUARD_BIN`, which
+//! scripts/test builds).
+
+mod support;
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +25,7 @@ const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/man
 const KEY_ROTATION: &str = "generation: {static: {number: 2, issuer: 'https://new.example.com', keyId: kid-b}}\nrotation: {retiringKeyIds: [kid-a]}\n";
 
 fn check(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_issuer-guard"))
+    let mut child = Command::new(support::issuer_guard_bin())
         .arg("check")
         .args(args)
         // The flags' variables would change what the tests read.
@@ -1126,7 +1130,7 @@ fn boolean_variables_read_the_usual_spellings_or_refuse() {
     std::fs::write(dir.path().join("broken.yaml"), "kind: [broken\n").unwrap();
     std::fs::write(dir.path().join("pod.yaml"), pod(PLAIN_POD, "p")).unwrap();
     let run = |value: &str| {
-        Command::new(env!("CARGO_BIN_EXE_issuer-guard"))
+        Command::new(support::issuer_guard_bin())
             .args(["check", dir.path().to_str().unwrap()])
             .env("ISSUER_GUARD_STRICT", value)
             .env_remove("ISSUER_GUARD_CONFIG")
@@ -1150,4 +1154,145 @@ fn boolean_variables_read_the_usual_spellings_or_refuse() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'maybe'"), "{err}");
+}
+
+/// `--discovery-window` (or `ISSUER_GUARD_DISCOVERY_WINDOW`) is the window
+/// the snapshot is read with: a key last listed in the JWKS 10 minutes
+/// before the ledger's newest observation is retired under the default 5m
+/// (the rotation is over) and still retiring under 15m (it is not).
+#[test]
+fn the_discovery_window_decides_whether_a_saved_key_is_retired() {
+    let snapshot = LEDGER_SNAPSHOT.replace(
+        r#"{"keyId": "kid-a", "firstSeen": "2026-11-01T00:00:00Z", "lastSeen": "2026-11-20T00:10:00Z"}"#,
+        r#"{"keyId": "kid-a", "firstSeen": "2026-11-01T00:00:00Z", "lastSeen": "2026-11-20T00:00:00Z"}"#,
+    );
+    assert_ne!(snapshot, LEDGER_SNAPSHOT, "kid-a's lastSeen was not moved");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.yaml");
+    std::fs::write(&ledger, snapshot).unwrap();
+    let manifest = dir.path().join("pod.json");
+    std::fs::write(
+        &manifest,
+        pod_object("frozen", json!({}), subpath_spec()).to_string(),
+    )
+    .unwrap();
+    let (ledger, manifest) = (ledger.to_str().unwrap(), manifest.to_str().unwrap());
+    let action = |out: &Output| -> String {
+        let judged = stdout_json(out);
+        assert_eq!(rules_of(&judged[0]), vec!["token-subpath"], "{out:?}");
+        judged[0]["findings"][0]["action"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let default = check(&["--snapshot", ledger, "-o", "json", manifest], None);
+    assert_eq!(default.status.code(), Some(0), "{default:?}");
+    assert_eq!(
+        action(&default),
+        "label",
+        "kid-a retired: nothing is retiring"
+    );
+
+    let wide = check(
+        &[
+            "--snapshot",
+            ledger,
+            "--discovery-window",
+            "15m",
+            "-o",
+            "json",
+            manifest,
+        ],
+        None,
+    );
+    assert_eq!(wide.status.code(), Some(1), "{wide:?}");
+    assert_eq!(action(&wide), "deny", "kid-a retiring: a key rotation");
+
+    let from_env = Command::new(support::issuer_guard_bin())
+        .args(["check", "--snapshot", ledger, "-o", "json", manifest])
+        .env("ISSUER_GUARD_DISCOVERY_WINDOW", "15m")
+        .env_remove("ISSUER_GUARD_CONFIG")
+        .env_remove("ISSUER_GUARD_OUTPUT")
+        .env_remove("ISSUER_GUARD_STRICT")
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(1), "{from_env:?}");
+    assert_eq!(action(&from_env), "deny");
+}
+
+/// Standard input that is not YAML or JSON is input named on the command
+/// line: exit 2, reported under `<stdin>`.
+#[test]
+fn unusable_standard_input_exits_2() {
+    let out = check(&["-"], Some("apiVersion: v1\nkind: [broken\n"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("<stdin>"), "{text}");
+    assert!(text.contains("1 unusable input(s)"), "{text}");
+    let out = check(
+        &["-o", "json", "-"],
+        Some("apiVersion: v1\nkind: [broken\n"),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let unusable = &report_json(&out)["unusable"];
+    assert_eq!(unusable.as_array().map(Vec::len), Some(1), "{unusable}");
+    assert_eq!(unusable[0]["file"], "<stdin>", "{unusable}");
+    // The same input, well formed, is judged and exits 0.
+    let out = check(&["-"], Some(&pod(PLAIN_POD, "fine")));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// `token-subpath` follows the path a `--token-file` argument names, as it
+/// does `--token-path`: a file mounted there by subPath from a volume that
+/// carries no token is a copied token. Written as two arguments or one,
+/// with a prefix (`--vault-token-file`) or underscores, in `command` or
+/// `args`; an argument that names another file, or names this one for
+/// something else, is no such finding.
+#[test]
+fn a_subpath_file_at_a_token_file_argument_is_a_copied_token() {
+    let agent = |command: Value, args: Value| -> Value {
+        workload(
+            "apps/v1",
+            "Deployment",
+            "agent",
+            json!({}),
+            json!({
+                "containers": [{"name": "agent", "image": "agent:1", "command": command, "args": args,
+                    "volumeMounts": [{"name": "tokens", "mountPath": "/etc/agent/sa-token", "subPath": "sa-token"}]}],
+                "volumes": [{"name": "tokens", "configMap": {"name": "agent-tokens"}}]
+            }),
+        )
+    };
+    let judged = |object: Value| -> Vec<String> {
+        let out = check(&["-o", "json", "-"], Some(&object.to_string()));
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        rules_of(&stdout_json(&out)[0])
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let copied = ["token-subpath".to_owned()];
+    for (command, args) in [
+        (json!([]), json!(["--token-file", "/etc/agent/sa-token"])),
+        (json!([]), json!(["--token-file=/etc/agent/sa-token"])),
+        (
+            json!(["agent", "--vault-token-file", "/etc/agent/sa-token"]),
+            json!([]),
+        ),
+        (json!([]), json!(["--TOKEN_FILE=/etc/agent/sa-token"])),
+    ] {
+        assert_eq!(
+            judged(agent(command.clone(), args.clone())),
+            copied,
+            "{command} {args}"
+        );
+    }
+    for args in [
+        json!(["--token-file", "/etc/agent/other"]),
+        json!(["--config", "/etc/agent/sa-token"]),
+        json!(["--token-files", "/etc/agent/sa-token"]),
+    ] {
+        assert!(judged(agent(json!([]), args.clone())).is_empty(), "{args}");
+    }
 }

@@ -3,6 +3,8 @@
 //! secrets, to `/dev/zero` and to FIFOs, and inputs too large to hold.
 //! Every case runs the shipped binary with every output format.
 
+mod support;
+
 use std::{
     ffi::CString,
     fs,
@@ -24,12 +26,7 @@ const FORMATS: [&str; 3] = ["table", "json", "sarif"];
 /// The release binary `scripts/test` builds: the attacks are tried against
 /// what ships, not against cargo's test build of it.
 fn bin() -> PathBuf {
-    match std::env::var_os("ISSUER_GUARD_BIN").filter(|p| !p.is_empty()) {
-        Some(path) => path.into(),
-        None => panic!(
-            "ISSUER_GUARD_BIN is not set: run scripts/test, which builds the release binary and sets it"
-        ),
-    }
+    support::issuer_guard_bin()
 }
 
 struct Run {

@@ -16,15 +16,18 @@ use support::{
     alternating::AlternatingRelay,
     api::{self, create},
     eventually,
+    objects::{audience_pod, env_reader_pod, plain_pod},
     serve::sample,
-    webhook::{GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, Launch},
+    webhook::{
+        AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, Launch,
+        RISKS_ANNOTATION, wait_secret_known,
+    },
 };
 
 const OLD: &str = "https://old.issuer.discovery.example";
 const NEW: &str = "https://new.issuer.discovery.example";
 const ACCOUNT: &str = "issuer-guard";
 const LEDGER: &str = "issuer-guard-ledger";
-const IMAGE: &str = "registry.discovery.example/app:1";
 const INTERVAL: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_secs(4);
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,41 +63,10 @@ async fn discovering(cp: &ControlPlane, config: &str) -> IssuerGuard {
     .await
 }
 
-fn pod(name: &str, containers: Value, volumes: Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"containers": containers, "volumes": volumes}
-    })
-}
-
-fn env_reader(name: &str, secret: &str) -> Value {
-    pod(
-        name,
-        json!([{"name": "runner", "image": IMAGE, "env": [{"name": "TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]}]),
-        json!([]),
-    )
-}
-
-fn audience_pod(name: &str, audience: &str) -> Value {
-    pod(
-        name,
-        json!([{"name": "app", "image": IMAGE, "volumeMounts": [{"name": "tok", "mountPath": "/var/run/tok"}]}]),
-        json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {
-            "audience": audience, "expirationSeconds": 3600, "path": "token"}}]}}]),
-    )
-}
-
 /// (generation, issuer, key id) a new Pod is stamped with now, from a
 /// dry-run create through the API server.
 async fn stamp(cp: &ControlPlane) -> (u64, String, String) {
-    let probe = pod(
-        "stamp-probe",
-        json!([{"name": "c", "image": IMAGE}]),
-        json!([]),
-    );
-    let created = create::<Pod>(&cp.client, &probe, true).await;
+    let created = create::<Pod>(&cp.client, &plain_pod("stamp-probe"), true).await;
     let meta = &created.object()["metadata"];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     (
@@ -112,18 +84,6 @@ async fn wait_stamp(cp: &ControlPlane, want: (u64, &str, &str)) -> Duration {
     })
     .await;
     started.elapsed()
-}
-
-/// Waits until issuer-guard's Secret watch knows legacy token `secret`:
-/// a dry-run Pod `pod` reading it through env comes back marked at risk.
-async fn wait_secret_known(cp: &ControlPlane, pod: &str, secret: &str) {
-    eventually(&format!("{secret} known"), WAIT, || async {
-        let c = create::<Pod>(&cp.client, &env_reader(pod, secret), true).await;
-        c.object()["metadata"]["labels"]["issuer-guard.io/at-risk"]
-            .is_string()
-            .then_some(())
-    })
-    .await;
 }
 
 /// The state `metrics` gives key `kid`, if any.
@@ -193,7 +153,9 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
     api::legacy_token(&cp.client, "bot", "bot-token").await;
     // No rotation: a pod that froze a legacy token is marked, not denied.
     // Waiting for the mark also waits for the Secret watch.
-    wait_secret_known(&cp, "env-before", "bot-token").await;
+    wait_secret_known(&cp, "bot-token", WAIT).await;
+    let before = create::<Pod>(&cp.client, &env_reader_pod("env-before", "bot-token"), true).await;
+    assert_marked(&before, "legacy-token-env");
 
     // Stage B: it verifies but does not sign yet.
     cp.restart_apiserver(ServiceAccountFlags {
@@ -203,8 +165,8 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
     .await;
     wait_key_state(&guard, &kid_b, "staged").await;
     assert_eq!(stamp(&cp).await, (1, NEW.to_owned(), kid_a.clone()));
-    let staged = create::<Pod>(&cp.client, &env_reader("env-staged", "bot-token"), true).await;
-    staged.object();
+    let staged = create::<Pod>(&cp.client, &env_reader_pod("env-staged", "bot-token"), true).await;
+    assert_marked(&staged, "legacy-token-env");
 
     // Switch signing to B, legacy tokens too.
     cp.restart_apiserver(ServiceAccountFlags {
@@ -223,7 +185,12 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
         "the stamp took {took:?} to follow the switch, discovery interval {INTERVAL:?}"
     );
     wait_key_state(&guard, &kid_a, "retiring").await;
-    let denied = create::<Pod>(&cp.client, &env_reader("env-during", "bot-token"), false).await;
+    let denied = create::<Pod>(
+        &cp.client,
+        &env_reader_pod("env-during", "bot-token"),
+        false,
+    )
+    .await;
     assert!(
         denied.denial().contains("[legacy-token-env]"),
         "{}",
@@ -239,8 +206,8 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
     })
     .await;
     wait_key_state(&guard, &kid_a, "retired").await;
-    let after = create::<Pod>(&cp.client, &env_reader("env-after", "bot-token"), true).await;
-    after.object();
+    let after = create::<Pod>(&cp.client, &env_reader_pod("env-after", "bot-token"), true).await;
+    assert_marked(&after, "legacy-token-env");
     assert_eq!(
         generations(&cp.client).await,
         vec![
@@ -250,6 +217,54 @@ async fn a_key_rotation_is_followed_with_no_configuration_edit() {
     );
     let metrics = guard.metrics().await;
     assert_eq!(sample(&metrics, "issuer_guard_generation"), Some(2.0));
+    // Every token discovery minted was the README's: for its own
+    // ServiceAccount, 10 minutes, audience `issuer-guard.io/discovery` (the
+    // default of --discovery-audience).
+    assert_minted_only(&cp, "admin", ACCOUNT, "issuer-guard.io/discovery");
+}
+
+/// Fails unless `created` was admitted and marked at risk for `rule`,
+/// without a denial: what a hazard gets.
+#[track_caller]
+fn assert_marked(created: &api::Created, rule: &str) {
+    let meta = &created.object()["metadata"];
+    assert_eq!(meta["labels"][AT_RISK_LABEL], "true", "not marked: {meta}");
+    let risks = meta["annotations"][RISKS_ANNOTATION]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        risks.split(',').any(|r| r == rule),
+        "risks lack {rule}: {risks:?}"
+    );
+}
+
+/// Fails unless `user` (whom issuer-guard authenticates as) asked the API
+/// server for tokens of ServiceAccount `account` (of [`NS`]), and every
+/// one it asked for was of 600 s (the README's 10 minutes) for exactly
+/// `audience`.
+#[track_caller]
+fn assert_minted_only(cp: &ControlPlane, user: &str, account: &str, audience: &str) {
+    let requests: Vec<Value> = cp
+        .token_requests()
+        .into_iter()
+        .filter(|e| {
+            e["user"]["username"] == user
+                && e["objectRef"]["namespace"] == NS
+                && e["objectRef"]["name"] == account
+                // Refused ones were never read, so their request is not
+                // logged.
+                && e["responseStatus"]["code"] == 201
+        })
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "no TokenRequest by {user} for {account} in the API server's audit log"
+    );
+    for e in &requests {
+        let spec = &e["requestObject"]["spec"];
+        assert_eq!(spec["audiences"], json!([audience]), "{e}");
+        assert_eq!(spec["expirationSeconds"], 600, "{e}");
+    }
 }
 
 /// Seed 2, the kOps procedure: [old] -> [old, new] -> [new, old] -> [new].
@@ -364,24 +379,68 @@ fn replica(name: &str, interval: Duration, window: Duration) -> Launch {
         registration: None,
         args: discovery_args(interval, window),
         name: name.to_owned(),
-        kubeconfig: None,
+        ..Launch::default()
     }
 }
 
+/// How long after `since` each of `guards` first stamped `want`, all
+/// polled together every 50 ms.
+async fn first_stamped(
+    guards: &[&IssuerGuard],
+    want: (u64, &str, &str),
+    since: Instant,
+) -> Vec<Duration> {
+    let mut seen: Vec<Option<Duration>> = vec![None; guards.len()];
+    loop {
+        for (at, guard) in seen.iter_mut().zip(guards) {
+            if at.is_none() {
+                let (n, i, k) = replica_generation(guard).await;
+                if (n, i.as_str(), k.as_str()) == want {
+                    *at = Some(since.elapsed());
+                }
+            }
+        }
+        if let Some(all) = seen.iter().copied().collect::<Option<Vec<Duration>>>() {
+            return all;
+        }
+        assert!(
+            since.elapsed() < WAIT,
+            "replicas at {want:?} after {WAIT:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How far apart replicas may stamp a new generation. The README: "Every
+/// replica watches the ledger, so all stamp the same number within a watch
+/// event". After an API server restart each replica's ledger watch first
+/// reconnects, and a watch retries every failure after at most 2 s (README,
+/// `serve`); a relist and this test's polling (50 ms, plus a /metrics
+/// request per replica on a loaded machine) come on top. 4 s leaves a
+/// margin of the same size again; a replica that only learnt from its own
+/// probe would take the follower's whole interval (2 minutes).
+const REPLICA_LAG: Duration = Duration::from_secs(4);
+
 /// Replicas share one ledger: started together on an empty one, and seeing
 /// every later switch at nearly the same moment, they never number one
-/// pair twice or two pairs alike.
+/// pair twice or two pairs alike. A third replica probes too rarely to see
+/// a switch itself before the test ends; it stamps the new generation
+/// through the ledger watch, within [`REPLICA_LAG`] of the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_agree_on_every_generation() {
     let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(OLD)).await;
     let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
     create_account(&cp.client, ACCOUNT).await;
     let fast = Duration::from_millis(300);
-    let (one, two) = tokio::join!(
+    let slow = Duration::from_secs(120);
+    // The follower probes at its start, then not again for `slow`.
+    let started = Instant::now();
+    let (one, two, follower) = tokio::join!(
         IssuerGuard::launch(&cp, "{}\n", replica("replica-1", fast, WINDOW)),
         IssuerGuard::launch(&cp, "{}\n", replica("replica-2", fast, WINDOW)),
+        IssuerGuard::launch(&cp, "{}\n", replica("follower", slow, slow * 2)),
     );
-    for guard in [&one, &two] {
+    for guard in [&one, &two, &follower] {
         wait_replica(guard, (1, OLD, &kid_a)).await;
     }
     let steps = [
@@ -402,16 +461,28 @@ async fn two_replicas_agree_on_every_generation() {
             (3, NEW, kid_b.as_str()),
         ),
     ];
+    let replicas = [&one, &two, &follower];
     for (flags, want) in steps {
-        cp.restart_apiserver(flags).await;
-        let started = Instant::now();
-        wait_replica(&one, want).await;
-        wait_replica(&two, want).await;
-        eprintln!(
-            "both replicas at {want:?} {:?} after the API server was ready",
-            started.elapsed()
+        // Watched from before the restart, so that each replica's moment is
+        // seen, however quickly the API server comes back.
+        let restarted = Instant::now();
+        let ((), at) = tokio::join!(
+            cp.restart_apiserver(flags),
+            first_stamped(&replicas, want, restarted),
+        );
+        let lag = *at.iter().max().expect("replicas") - *at.iter().min().expect("replicas");
+        eprintln!("replicas at {want:?} {at:?} after the restart began: {lag:?} apart");
+        assert!(
+            lag <= REPLICA_LAG,
+            "replicas stamped {want:?} {lag:?} apart (at {at:?} after the restart began), more than {REPLICA_LAG:?}"
         );
     }
+    // The follower's own probe never came round: what it stamped came from
+    // the ledger the others wrote.
+    assert!(
+        started.elapsed() < slow,
+        "the follower may have probed again"
+    );
     let ledger = generations(&cp.client).await;
     assert_eq!(
         ledger,
@@ -546,7 +617,7 @@ async fn an_unreachable_api_server_leaves_the_last_known_generation() {
             "uid": "offline-1", "operation": "CREATE", "namespace": NS,
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "object": pod("offline", json!([{"name": "c", "image": IMAGE}]), json!([])),
+            "object": plain_pod("offline"),
         }
     });
     let answer: Value = support::serve::client(&guard.ca, false)
@@ -591,23 +662,61 @@ async fn an_unreachable_api_server_leaves_the_last_known_generation() {
     assert_eq!(lines("discovery failed"), 0, "{log}");
 }
 
+/// The API server's default binding of the discovery ClusterRole
+/// (`system:service-account-issuer-discovery`, to every ServiceAccount),
+/// which some clusters remove and kube-apiserver puts back at each start.
+const DEFAULT_DISCOVERY_BINDING: &str = "system:service-account-issuer-discovery";
+
+/// Deletes the default discovery binding (which must exist: the API server
+/// has just (re)started) and waits until it is gone from the authorizer
+/// too: a ServiceAccount bound to nothing is refused the discovery
+/// document. Until then a success proves nothing about other grants.
+async fn remove_default_discovery_binding(cp: &ControlPlane) {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    Api::<ClusterRoleBinding>::all(cp.client.clone())
+        .delete(DEFAULT_DISCOVERY_BINDING, &Default::default())
+        .await
+        .expect("the default binding of the discovery ClusterRole exists, and goes");
+    let token = api::token_request(&cp.client, "default").await;
+    let unbound = cp
+        .token_client(&token, &cp.dir().join("unbound.kubeconfig"))
+        .await;
+    eventually(
+        "a ServiceAccount bound to nothing to be refused the discovery document",
+        WAIT,
+        || async {
+            let get = http::Request::get("/.well-known/openid-configuration")
+                .body(Vec::new())
+                .expect("a request");
+            match unbound.request_text(get).await {
+                Err(kube::Error::Api(e)) if e.code == 403 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
+/// The value of `issuer_guard_discovery_errors_total{stage="<stage>"}`, or
+/// `None` while that series does not exist.
+fn stage_errors(metrics: &str, stage: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &format!("issuer_guard_discovery_errors_total{{stage=\"{stage}\"}}"),
+    )
+}
+
 /// Discovery, the ledger and both watches with exactly the permissions the
 /// chart grants, and without Kubernetes' default binding of the discovery
-/// ClusterRole, which some clusters remove.
+/// ClusterRole, which some clusters remove: also after an API server
+/// restart, which puts that binding back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_works_with_exactly_the_charts_permissions() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
     let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
-    // The API server binds the discovery ClusterRole to every service
-    // account by default; the chart must not lean on that.
-    Api::<ClusterRoleBinding>::all(cp.client.clone())
-        .delete(
-            "system:service-account-issuer-discovery",
-            &Default::default(),
-        )
-        .await
-        .expect("the default binding of the discovery ClusterRole exists, and goes");
+    // The chart must not lean on the default binding.
+    remove_default_discovery_binding(&cp).await;
     let mut objects = support::chart::render("issuer-guard", NS, &[], "serviceaccount.yaml");
     objects.extend(support::chart::render("issuer-guard", NS, &[], "rbac.yaml"));
     let mut account = None;
@@ -657,24 +766,9 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
     let account = account.expect("the chart renders a ServiceAccount");
     let token = api::token_request(&cp.client, &account).await;
     let kubeconfig = cp.dir().join("chart-account.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"https://127.0.0.1:{port}\", certificate-authority: \"{ca}\"}}\nusers:\n- name: chart\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: chart}}\ncurrent-context: e2e\n",
-            port = cp.apiserver_port(),
-            ca = cp.pki.ca_cert.display(),
-        ),
-    )
-    .expect("write the kubeconfig");
+    let chart_client = cp.token_client(&token, &kubeconfig).await;
     // New bindings reach the authorizer's cache within moments; wait for
     // them so that a 403 below means a missing permission.
-    let chart_client = {
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("a client config");
-        Client::try_from(config).expect("a client")
-    };
     eventually("the chart's bindings to take effect", WAIT, || async {
         let get = http::Request::get("/.well-known/openid-configuration")
             .body(Vec::new())
@@ -700,7 +794,7 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
     wait_stamp(&cp, (1, NEW, &kid_a)).await;
     // The Secret watch works with the chart's list/watch.
     api::legacy_token(&cp.client, "bot", "bot-token").await;
-    wait_secret_known(&cp, "env", "bot-token").await;
+    wait_secret_known(&cp, "bot-token", WAIT).await;
     // Until here nothing may have been refused. (An API server that has
     // just restarted refuses requests until its RBAC caches load, so the
     // rest of the log is not held to this.)
@@ -713,6 +807,299 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
         ..ServiceAccountFlags::issuer(NEW)
     })
     .await;
+    // The restarted API server bound the discovery ClusterRole to every
+    // ServiceAccount again; without that binding, only a discovery that
+    // succeeds from now on shows the chart's own grants at work.
+    remove_default_discovery_binding(&cp).await;
+    let unbound_at = jiff::Timestamp::now().as_second();
+    eventually(
+        "a discovery that succeeded with the chart's grants alone",
+        WAIT,
+        || async {
+            let m = guard.metrics().await;
+            let last = sample(&m, "issuer_guard_discovery_last_success_timestamp_seconds")?;
+            (last > unbound_at as f64).then_some(())
+        },
+    )
+    .await;
     wait_stamp(&cp, (2, NEW, &kid_b)).await;
+    assert_eq!(
+        generations(&cp.client).await,
+        vec![
+            (1, NEW.to_owned(), kid_a.clone()),
+            (2, NEW.to_owned(), kid_b.clone())
+        ]
+    );
+}
+
+/// Creates `objects` (RBAC kinds, in any namespace they name) as admin.
+async fn grant(cp: &ControlPlane, objects: Value) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let pp = PostParams::default();
+    for object in objects.as_array().expect("a list of RBAC objects").clone() {
+        let c = cp.client.clone();
+        let what = format!("grant {object}");
+        match object["kind"].as_str().expect("a kind") {
+            "ClusterRole" => Api::<ClusterRole>::all(c)
+                .create(&pp, &serde_json::from_value(object).expect(&what))
+                .await
+                .map(drop),
+            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c)
+                .create(&pp, &serde_json::from_value(object).expect(&what))
+                .await
+                .map(drop),
+            "Role" => Api::<Role>::namespaced(c, NS)
+                .create(&pp, &serde_json::from_value(object).expect(&what))
+                .await
+                .map(drop),
+            "RoleBinding" => Api::<RoleBinding>::namespaced(c, NS)
+                .create(&pp, &serde_json::from_value(object).expect(&what))
+                .await
+                .map(drop),
+            other => panic!("not an RBAC kind: {other}"),
+        }
+        .expect(&what);
+    }
+}
+
+/// A Role in [`NS`] named `name` with `rules`, bound to ServiceAccount
+/// `account`.
+fn role(name: &str, account: &str, rules: Value) -> Value {
+    json!([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": NS}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": NS},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}]},
+    ])
+}
+
+/// A ClusterRole named `name` allowing GET of `urls`, bound to
+/// ServiceAccount `account`.
+fn url_grant(name: &str, account: &str, urls: &[&str]) -> Value {
+    json!([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name}, "rules": [{"nonResourceURLs": urls, "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}]},
+    ])
+}
+
+/// Waits until `issuer_guard_discovery_errors_total{stage}` counts, and
+/// returns the metrics it was seen in.
+async fn wait_stage_failing(guard: &IssuerGuard, stage: &str) -> String {
+    eventually(&format!("discovery failing at {stage}"), WAIT, || async {
+        let m = guard.metrics().await;
+        (stage_errors(&m, stage)? >= 1.0).then_some(m)
+    })
+    .await
+}
+
+/// The README's readiness and metrics of discovery, with issuer-guard's
+/// permissions granted one at a time. Without the ledger's grant the
+/// replica is unready, saying "generation ledger not read from the API
+/// server yet"; reading it (and learning there is none) makes it ready.
+/// Each probe step fails in turn, counted under its `stage` label
+/// (openid-configuration, jwks, token-request, ledger, and verify when the
+/// API server signs with a key its JWKS lacks), and
+/// `issuer_guard_discovery_last_success_timestamp_seconds` says when it
+/// last succeeded. The tokens it mints carry `--discovery-audience`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_ledger_and_failures_are_named_by_stage() {
+    const PROBER: &str = "prober";
+    const PROBER_LEDGER: &str = "prober-ledger";
+    const AUDIENCE: &str = "stages.issuer-guard.example";
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let kid_a = cp.pki.sa_a.kid.clone();
+    remove_default_discovery_binding(&cp).await;
+    create_account(&cp.client, PROBER).await;
+    let token = api::token_request(&cp.client, PROBER).await;
+    let kubeconfig = cp.dir().join("prober.kubeconfig");
+    cp.token_client(&token, &kubeconfig).await;
+    let guard = IssuerGuard::launch(
+        &cp,
+        "{}\n",
+        Launch {
+            registration: None,
+            ready: false,
+            name: "prober".to_owned(),
+            kubeconfig: Some(kubeconfig),
+            args: vec![
+                format!("--service-account={NS}/{PROBER}"),
+                format!("--ledger={PROBER_LEDGER}"),
+                format!("--discovery-audience={AUDIENCE}"),
+                // No Secret watch: the ledger is the one thing readiness
+                // waits for here.
+                "--watch-secrets=false".to_owned(),
+                "--discovery-interval=300ms".to_owned(),
+                "--discovery-window=2s".to_owned(),
+            ],
+        },
+    )
+    .await;
+
+    // Nothing granted: unready, for the ledger, and discovery fails at its
+    // first step. Before any success the timestamp is 0.
+    let why = eventually("/readyz to answer", WAIT, || guard.readyz_text()).await;
+    assert_eq!(why.0, 503, "{why:?}");
+    assert!(
+        why.1
+            .contains("generation ledger not read from the API server yet")
+            && !why.1.contains("Secret cache"),
+        "{why:?}"
+    );
+    let m = wait_stage_failing(&guard, "openid-configuration").await;
+    assert_eq!(
+        sample(&m, "issuer_guard_discovery_last_success_timestamp_seconds"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(guard.readyz().await, 503);
+
+    // The ledger may be read: there is none yet, and knowing that is
+    // enough to be ready, though discovery still fails.
+    grant(
+        &cp,
+        role(
+            "prober-ledger-read",
+            PROBER,
+            json!([{"apiGroups": [""], "resources": ["configmaps"],
+                    "resourceNames": [PROBER_LEDGER], "verbs": ["get", "list", "watch"]}]),
+        ),
+    )
+    .await;
+    eventually("ready once the ledger was read", WAIT, || async {
+        (guard.readyz().await == 200).then_some(())
+    })
+    .await;
+
+    // Each grant moves the failure to the next step.
+    grant(
+        &cp,
+        url_grant(
+            "prober-openid",
+            PROBER,
+            &["/.well-known/openid-configuration"],
+        ),
+    )
+    .await;
+    wait_stage_failing(&guard, "jwks").await;
+    grant(&cp, url_grant("prober-jwks", PROBER, &["/openid/v1/jwks"])).await;
+    wait_stage_failing(&guard, "token-request").await;
+    grant(
+        &cp,
+        role(
+            "prober-token",
+            PROBER,
+            json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                    "resourceNames": [PROBER], "verbs": ["create"]}]),
+        ),
+    )
+    .await;
+    wait_stage_failing(&guard, "ledger").await;
+    let before = jiff::Timestamp::now().as_second() as f64;
+    grant(
+        &cp,
+        role(
+            "prober-ledger-write",
+            PROBER,
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+                   {"apiGroups": [""], "resources": ["configmaps"],
+                    "resourceNames": [PROBER_LEDGER], "verbs": ["update", "patch"]}]),
+        ),
+    )
+    .await;
+    wait_replica(&guard, (1, NEW, &kid_a)).await;
+    let m = guard.metrics().await;
+    let last = sample(&m, "issuer_guard_discovery_last_success_timestamp_seconds")
+        .expect("the last success's timestamp");
+    let now = jiff::Timestamp::now().as_second() as f64;
+    assert!(
+        before <= last && last <= now,
+        "last success at {last}, between {before} and {now}"
+    );
+    // No stage failed that the grants did not predict, and no stage but
+    // these five exists.
+    assert_eq!(stage_errors(&m, "verify"), None, "{m}");
+    let stages: Vec<&str> = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("issuer_guard_discovery_errors_total{stage=\""))
+        .filter_map(|l| l.split_once('"').map(|(s, _)| s))
+        .collect();
+    assert_eq!(
+        stages.len(),
+        4,
+        "openid-configuration, jwks, token-request, ledger: {stages:?}"
+    );
+    // It minted 10-minute tokens for itself, for --discovery-audience.
+    assert_minted_only(
+        &cp,
+        &format!("system:serviceaccount:{NS}:{PROBER}"),
+        PROBER,
+        AUDIENCE,
+    );
+
+    // An API server that signs with a key its JWKS does not list: the
+    // token cannot be believed.
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A],
+        ..ServiceAccountFlags::issuer(NEW)
+    })
+    .await;
+    wait_stage_failing(&guard, "verify").await;
+    assert_eq!(
+        replica_generation(&guard).await,
+        (1, NEW.to_owned(), kid_a.clone()),
+        "a token that does not verify starts no generation"
+    );
+}
+
+/// A new ledger numbers its first generation `generation.static.number`,
+/// so a cluster stamped with static numbers before keeps counting up; and
+/// a ledger deleted while issuer-guard runs is written back from what it
+/// remembers, history included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ledger_starts_at_the_static_number_and_a_deleted_one_comes_back() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(NEW)).await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let guard = discovering(
+        &cp,
+        "generation:\n  static: {number: 7, issuer: \"https://static.discovery.example\", keyId: static-kid}\n",
+    )
+    .await;
+    // Discovery's issuer and key, under the static number.
+    wait_stamp(&cp, (7, NEW, &kid_a)).await;
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(NEW)
+    })
+    .await;
+    wait_stamp(&cp, (8, NEW, &kid_b)).await;
+    let history = vec![
+        (7, NEW.to_owned(), kid_a.clone()),
+        (8, NEW.to_owned(), kid_b.clone()),
+    ];
+    assert_eq!(generations(&cp.client).await, history);
+
+    let maps: Api<ConfigMap> = Api::namespaced(cp.client.clone(), NS);
+    let uid = |m: ConfigMap| m.metadata.uid.expect("a uid");
+    let deleted = uid(maps.get(LEDGER).await.expect("the ledger"));
+    maps.delete(LEDGER, &Default::default())
+        .await
+        .expect("delete the ledger");
+    // Back, as another object, with both generations: a ledger started over
+    // would hold only the signing pair, numbered 7.
+    eventually("the ledger written back", WAIT, || async {
+        let back = maps.get_opt(LEDGER).await.ok()??;
+        (uid(back) != deleted).then_some(())
+    })
+    .await;
+    assert_eq!(generations(&cp.client).await, history);
+    assert_eq!(stamp(&cp).await, (8, NEW.to_owned(), kid_b.clone()));
     drop(guard);
 }

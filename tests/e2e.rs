@@ -22,16 +22,16 @@ use support::{
     api::{self, create},
     eventually,
     injector::{self, INJECT_LABEL},
+    objects::{IMAGE, audience_pod, env_reader, env_reader_pod, plain_pod, pod},
     serve::{Server, sample},
     webhook::{
         AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
-        Registration,
+        Registration, wait_secret_known,
     },
 };
 
 const OLD: &str = "https://old.issuer.e2e.example";
 const NEW: &str = "https://new.issuer.e2e.example";
-const IMAGE: &str = "registry.e2e.example/app:1";
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// issuer-guard's config file with a static generation.
@@ -40,36 +40,6 @@ fn config(number: u64, issuer: &str, key_id: &str, mode: &str, rotation: &str) -
         "generation:\n  static: {{number: {number}, issuer: \"{issuer}\", keyId: \"{key_id}\"}}\n\
          rotation: {rotation}\nmode: {mode}\n"
     )
-}
-
-fn pod(name: &str, containers: Value, volumes: Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {"containers": containers, "volumes": volumes},
-    })
-}
-
-fn plain_pod(name: &str) -> Value {
-    pod(name, json!([{"name": "app", "image": IMAGE}]), json!([]))
-}
-
-/// A Pod that asks for a projected token with `audience`.
-fn audience_pod(name: &str, audience: &str) -> Value {
-    pod(
-        name,
-        json!([{"name": "app", "image": IMAGE,
-                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/tokens"}]}]),
-        json!([{"name": "token", "projected": {"sources": [{"serviceAccountToken":
-            {"audience": audience, "expirationSeconds": 3600, "path": "token"}}]}}]),
-    )
-}
-
-/// A container that reads the legacy token of Secret `secret` into an env var.
-fn env_reader(secret: &str) -> Value {
-    json!({"name": "runner", "image": IMAGE, "env": [
-        {"name": "KUBE_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
-    ]})
 }
 
 /// A Pod that mounts the token file of Secret `secret` alone, with subPath.
@@ -253,15 +223,8 @@ async fn denies_warns_and_stamps_controller_created_pods() {
     );
     // issuer-guard learns of the Secret through its watch; until then it
     // cannot tell the Secret holds a legacy token.
-    let denied = eventually(
-        "issuer-guard to deny the runner",
-        CONTROLLER_TIMEOUT,
-        || async {
-            let c = create::<Deployment>(&cp.client, &runner, true).await;
-            (c.status == 403).then_some(c)
-        },
-    )
-    .await;
+    wait_secret_known(&cp, "ci-bot-token", CONTROLLER_TIMEOUT).await;
+    let denied = create::<Deployment>(&cp.client, &runner, true).await;
     let denied_for_real = create::<Deployment>(&cp.client, &runner, false).await;
     for message in [denied.denial(), denied_for_real.denial()] {
         assert!(
@@ -372,9 +335,15 @@ async fn issuer_url_change_as_kops_does_it() {
     let fresh = api::token_request(&cp.client, "default").await;
     assert!(api::token_accepted(&cp.client, &fresh).await);
 
-    // Each pod kept the stamp of the generation it was created under: the
-    // create responses above are what the API server stored.
+    // Each pod kept the stamp of the generation it was created under: read
+    // back from the API server, not from the create responses.
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), NS);
     assert_eq!(stamped.len(), 6);
+    for (name, generation, issuer) in &stamped {
+        let stored = serde_json::to_value(pods.get(name).await.expect("a stamped pod"))
+            .expect("a pod as JSON");
+        assert_stamped(&stored, *generation, issuer);
+    }
 }
 
 /// Scenario 4: signing-key rotation. A legacy token signed with key A dies
@@ -392,18 +361,9 @@ async fn signing_key_rotation_flags_pods_that_froze_a_legacy_token() {
     );
     assert!(api::token_accepted(&cp.client, &legacy).await);
 
-    let env_pod = |name: &str| pod(name, json!([env_reader("bot-token")]), json!([]));
+    let env_pod = |name: &str| env_reader_pod(name, "bot-token");
     // Before any rotation is declared the hazard is labelled, not denied.
-    // Waiting for the label also waits for issuer-guard's Secret watch.
-    eventually(
-        "issuer-guard to know bot-token",
-        CONTROLLER_TIMEOUT,
-        || async {
-            let c = create::<Pod>(&cp.client, &env_pod("env-before"), true).await;
-            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
-        },
-    )
-    .await;
+    wait_secret_known(&cp, "bot-token", CONTROLLER_TIMEOUT).await;
     let env_before = create::<Pod>(&cp.client, &env_pod("env-before"), false).await;
     assert_at_risk(env_before.object(), "legacy-token-env");
     let sub_before = create::<Pod>(
@@ -600,17 +560,16 @@ async fn controllers_keep_scaling_and_rolling_through_a_key_rotation() {
     let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
     let mut guard = IssuerGuard::start(&cp, &config(1, NEW, &kid_a, "enforce", "{}")).await;
     api::legacy_token(&cp.client, "app", "app-token").await;
-    let env_pod = |name: &str| pod(name, json!([env_reader("app-token")]), json!([]));
-    eventually(
-        "issuer-guard to know app-token",
-        CONTROLLER_TIMEOUT,
-        || async {
-            let c = create::<Pod>(&cp.client, &env_pod("probe-env"), true).await;
-            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
-        },
-    )
-    .await;
+    let env_pod = |name: &str| env_reader_pod(name, "app-token");
+    wait_secret_known(&cp, "app-token", CONTROLLER_TIMEOUT).await;
+    // The counts the validating webhook must not move while controllers
+    // work. The Pods issuer-guard was probed with above were counted, so the
+    // series exists and counts.
     let validated_pods = guard.requests("validate", "Pod", None).await;
+    assert!(
+        validated_pods > 0,
+        "no Pod counted by the validating webhook"
+    );
     let validated_rs = guard.requests("validate", "ReplicaSet", None).await;
 
     // Before any rotation: admitted with a warning, as the README says.
@@ -714,6 +673,21 @@ async fn controllers_keep_scaling_and_rolling_through_a_key_rotation() {
     assert_eq!(
         guard.requests("validate", "ReplicaSet", None).await,
         validated_rs
+    );
+    // While a ReplicaSet a person submits does reach it, and is counted: the
+    // equality above is not that of a series that does not exist.
+    let submitted = workload(
+        "ReplicaSet",
+        "apps/v1",
+        "submitted-rs",
+        json!([{"name": "app", "image": IMAGE}]),
+    );
+    create::<ReplicaSet>(&cp.client, &submitted, true)
+        .await
+        .object();
+    assert_eq!(
+        guard.requests("validate", "ReplicaSet", None).await,
+        validated_rs + 1
     );
     let marked = guard
         .requests("mutate", "Pod", Some("controller-at-risk"))
@@ -829,15 +803,7 @@ async fn without_match_conditions_controllers_are_still_never_denied() {
     .await;
     api::legacy_token(&cp.client, "app", "app-token").await;
     let rc = env_workload("ReplicationController", "v1", "env-rc", "app-token");
-    eventually(
-        "issuer-guard to know app-token",
-        CONTROLLER_TIMEOUT,
-        || async {
-            let c = create::<ReplicationController>(&cp.client, &rc, true).await;
-            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
-        },
-    )
-    .await;
+    wait_secret_known(&cp, "app-token", CONTROLLER_TIMEOUT).await;
     create::<ReplicationController>(&cp.client, &rc, false)
         .await
         .object();
@@ -860,7 +826,16 @@ async fn without_match_conditions_controllers_are_still_never_denied() {
         .requests("validate", "Pod", Some("controller-at-risk"))
         .await;
     assert!(judged >= 3, "validate saw {judged} controller-made pods");
+    // None of them was denied; that the count of denials can say so is
+    // shown by a bare Pod with the same container, which is.
     assert_eq!(guard.requests("validate", "Pod", Some("denied")).await, 0);
+    let bare = create::<Pod>(&cp.client, &env_reader_pod("env-bare", "app-token"), false).await;
+    assert!(
+        bare.denial().contains("[legacy-token-env]"),
+        "{}",
+        bare.body
+    );
+    assert_eq!(guard.requests("validate", "Pod", Some("denied")).await, 1);
 }
 
 /// `serve` never reads `~/.kube/config` on its own: with a HOME whose
@@ -935,16 +910,7 @@ async fn the_secret_cache_recovers_from_api_server_restarts() {
         .expect("create a ServiceAccount");
     api::legacy_token_secret(&cp.client, "late", "late-token").await;
     let created = std::time::Instant::now();
-    let reader = pod("late-reader", json!([env_reader("late-token")]), json!([]));
-    eventually(
-        "issuer-guard to know late-token within 10 s of its creation",
-        Duration::from_secs(10),
-        || async {
-            let c = create::<Pod>(&cp.client, &reader, true).await;
-            label(&c.body, AT_RISK_LABEL).is_some().then_some(())
-        },
-    )
-    .await;
+    wait_secret_known(&cp, "late-token", Duration::from_secs(10)).await;
     eprintln!("late-token known after {:?}", created.elapsed());
     drop(guard);
 }

@@ -27,7 +27,6 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::{Value, json};
 use support::{
@@ -35,7 +34,7 @@ use support::{
     chart::{self, CHART, IMAGE_REPOSITORY, helm, image_values, ok},
     eventually,
     process::{Proc, free_port},
-    webhook::{GENERATION_LABEL, write_atomically},
+    webhook::{AT_RISK_LABEL, GENERATION_LABEL, write_atomically},
 };
 
 const RELEASE: &str = "issuer-guard";
@@ -304,12 +303,30 @@ fn kinds(objects: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-const DISCOVERY_ENV: [&str; 4] = [
-    "ISSUER_GUARD_SERVICE_ACCOUNT",
-    "ISSUER_GUARD_LEDGER",
-    "ISSUER_GUARD_DISCOVERY_INTERVAL",
-    "ISSUER_GUARD_DISCOVERY_WINDOW",
-];
+/// The environment variables `serve` reads for discovery's flags
+/// (--service-account, --ledger, --discovery-interval, --discovery-window),
+/// as clap defines them: what the chart must set.
+fn discovery_env() -> [String; 4] {
+    use clap::CommandFactory;
+    let cli = issuer_guard::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").expect("a serve subcommand");
+    [
+        "service_account",
+        "ledger",
+        "discovery_interval",
+        "discovery_window",
+    ]
+    .map(|id| {
+        serve
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .unwrap_or_else(|| panic!("serve has no argument {id}"))
+            .get_env()
+            .unwrap_or_else(|| panic!("serve's {id} reads no environment variable"))
+            .to_string_lossy()
+            .into_owned()
+    })
+}
 
 /// Discovery's flags and the RBAC they need come together or not at all,
 /// and the RBAC is exactly the least the binary needs: its own token, the
@@ -412,10 +429,10 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
 
     let deployments = chart::render(release, ns, &[], "deployment.yaml");
     let env = container_env(one(&deployments, "Deployment"));
-    let want: Vec<(String, String)> = DISCOVERY_ENV
-        .iter()
+    let want: Vec<(String, String)> = discovery_env()
+        .into_iter()
         .zip([&format!("{ns}/{fullname}"), ledger, "10s", "5m"])
-        .map(|(k, v)| ((*k).to_owned(), v.to_owned()))
+        .map(|(k, v)| (k, v.to_owned()))
         .collect();
     assert_eq!(env, want);
 
@@ -538,29 +555,11 @@ async fn ca_bundles(client: &Client) -> Vec<Vec<u8>> {
     all
 }
 
-/// A client that authenticates with `token` and trusts the test CA.
+/// A client that authenticates with `token` and trusts the test CA, and
+/// its kubeconfig (`sa.kubeconfig` in `dir`).
 async fn token_client(cp: &ControlPlane, token: &str, dir: &Path) -> (Client, PathBuf) {
-    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(&cp.kubeconfig).unwrap())
-        .expect("the admin kubeconfig");
-    let url = admin["clusters"][0]["cluster"]["server"]
-        .as_str()
-        .expect("a server")
-        .to_owned();
     let path = dir.join("sa.kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{url}\", certificate-authority: \"{}\"}}\n\
-             users:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: sa}}\ncurrent-context: e2e\n",
-            cp.pki.ca_cert.display()
-        ),
-    )
-    .unwrap();
-    let kc = Kubeconfig::read_from(&path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    (Client::try_from(config).unwrap(), path)
+    (cp.token_client(token, &path).await, path)
 }
 
 /// A Pod that passes the `restricted` standard, for the release namespace.
@@ -693,6 +692,115 @@ async fn assert_discovery_rbac(admin: &Client, sa: &Client) {
     );
 }
 
+/// Every admission review the webhook at health address `health` has
+/// answered: the sum of `issuer_guard_admission_requests_total` over all its
+/// series.
+async fn admission_requests(health: &str) -> f64 {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("http://{health}/metrics"))
+        .send()
+        .await
+        .expect("the webhook's /metrics")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("issuer_guard_admission_requests_total{"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("a counter: {l}"))
+        })
+        .sum()
+}
+
+/// Writes what `deployment`'s container would find at each of its
+/// volumeMounts, read back from the API server, into a directory per
+/// mount under `dir`, and returns each mount path with its directory.
+/// Only the Secret and ConfigMap volumes the chart mounts are known.
+async fn mounted_volumes(
+    client: &Client,
+    deployment: &Value,
+    dir: &Path,
+) -> Vec<(String, PathBuf)> {
+    let spec = &deployment["spec"]["template"]["spec"];
+    let mut mounts = Vec::new();
+    for mount in spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+    {
+        assert!(mount.get("subPath").is_none(), "{mount}");
+        let name = mount["name"].as_str().expect("a volume name");
+        let volume = spec["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"));
+        let (data, items): (Vec<(String, Vec<u8>)>, &Value) =
+            if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                (
+                    secret_data(client, RELEASE_NS, secret).await,
+                    &volume["secret"]["items"],
+                )
+            } else if let Some(map) = volume["configMap"]["name"].as_str() {
+                let map = Api::<ConfigMap>::namespaced(client.clone(), RELEASE_NS)
+                    .get(map)
+                    .await
+                    .unwrap_or_else(|e| panic!("ConfigMap {map}: {e}"));
+                (
+                    map.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect(),
+                    &volume["configMap"]["items"],
+                )
+            } else {
+                panic!("a volume the host cannot stand in for: {volume}");
+            };
+        let host = dir.join(name);
+        std::fs::create_dir_all(&host).unwrap();
+        for (key, bytes) in data {
+            // With `items`, only the listed keys, under their paths.
+            let path = match items.as_array() {
+                Some(items) => match items.iter().find(|i| i["key"] == key.as_str()) {
+                    Some(item) => item["path"].as_str().expect("an item path").to_owned(),
+                    None => continue,
+                },
+                None => key,
+            };
+            std::fs::write(host.join(path), bytes).unwrap();
+        }
+        mounts.push((
+            mount["mountPath"].as_str().expect("a mountPath").to_owned(),
+            host,
+        ));
+    }
+    mounts
+}
+
+/// `arg` (`--flag=VALUE`) with a VALUE under one of `mounts`' paths moved
+/// to that mount's directory on this host.
+fn remap(arg: &str, mounts: &[(String, PathBuf)]) -> String {
+    let Some((flag, value)) = arg.split_once('=') else {
+        return arg.to_owned();
+    };
+    for (path, host) in mounts {
+        if let Some(rest) = value
+            .strip_prefix(path.as_str())
+            .filter(|r| r.starts_with('/'))
+        {
+            return format!("{flag}={}{rest}", host.display());
+        }
+    }
+    arg.to_owned()
+}
+
 fn stamped(obj: &Value) -> Option<&str> {
     obj["metadata"]["labels"][GENERATION_LABEL].as_str()
 }
@@ -801,7 +909,7 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     std::fs::write(
         &values,
         format!(
-            "image:\n  repository: {IMAGE_REPOSITORY}\nwebhook:\n  urlOverride: \"https://127.0.0.1:{port}\"\ntls:\n  extraIPs: [\"127.0.0.1\"]\n\
+            "image:\n  repository: {IMAGE_REPOSITORY}\nwebhookPort: {port}\nwebhook:\n  urlOverride: \"https://127.0.0.1:{port}\"\ntls:\n  extraIPs: [\"127.0.0.1\"]\n\
              config:\n  generation:\n    static: {{number: 1, issuer: \"{ISSUER}\", keyId: \"\"}}\n  rotation: {{retiringKeyIds: [old-kid]}}\n"
         ),
     )
@@ -850,29 +958,10 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     )
     .await;
 
-    // What the pods would mount, read back from the API server.
-    let dir = cp.dir().join("host-webhook");
-    std::fs::create_dir_all(&dir).unwrap();
-    let tls = secret_data(&cp.client, RELEASE_NS, "issuer-guard-tls").await;
-    for (key, bytes) in &tls {
-        std::fs::write(dir.join(key), bytes).unwrap();
-    }
-    let config_map = Api::<ConfigMap>::namespaced(cp.client.clone(), RELEASE_NS)
-        .get("issuer-guard-config")
-        .await
-        .expect("the chart's ConfigMap");
-    let config_path = dir.join("config.yaml");
-    let config_text = |cm: &ConfigMap| {
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("config.yaml"))
-            .cloned()
-            .expect("config.yaml in the ConfigMap")
-    };
-    write_atomically(&config_path, &config_text(&config_map));
-
     // The chart's ServiceAccount, through a TokenRequest: its RBAC is all
     // the host process gets.
+    let dir = cp.dir().join("host-webhook");
+    std::fs::create_dir_all(&dir).unwrap();
     let token = {
         let accounts: Api<ServiceAccount> = Api::namespaced(cp.client.clone(), RELEASE_NS);
         let req =
@@ -885,23 +974,84 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         resp.status.expect("a token").token.expect("a token")
     };
     let (sa_client, sa_kubeconfig) = token_client(&cp, &token, &dir).await;
+    // Discovery's grants (on by default), used with the ServiceAccount's own
+    // token: what the binary needs works, and one step beside it is refused.
+    // Checked before issuer-guard runs, because the check writes the ledger
+    // ConfigMap by hand; the one it leaves is removed for issuer-guard's own.
+    assert_discovery_rbac(&cp.client, &sa_client).await;
+    Api::<ConfigMap>::namespaced(cp.client.clone(), RELEASE_NS)
+        .delete(&format!("{RELEASE}-ledger"), &Default::default())
+        .await
+        .expect("remove the ledger the RBAC check wrote");
 
-    let mut host = Proc::spawn(
+    // The container as installed runs on this host with exactly its args
+    // and env; what it mounts is read back from the API server into a
+    // directory per volume, which its args are pointed at.
+    let deployments: Api<Deployment> = Api::namespaced(cp.client.clone(), RELEASE_NS);
+    let installed = serde_json::to_value(
+        deployments
+            .get(RELEASE)
+            .await
+            .expect("the chart's Deployment"),
+    )
+    .unwrap();
+    let mounts = mounted_volumes(&cp.client, &installed, &dir).await;
+    let container = &installed["spec"]["template"]["spec"]["containers"][0];
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .expect("the container's args")
+        .iter()
+        .map(|a| remap(a.as_str().expect("an arg"), &mounts))
+        .collect();
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let value = e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an env var the host cannot give: {e}"));
+            (
+                e["name"].as_str().expect("a name").to_owned(),
+                value.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        discovery_env(),
+        "discovery is on by default"
+    );
+    let config_path = PathBuf::from(
+        args.iter()
+            .find_map(|a| a.strip_prefix("--config="))
+            .expect("the chart passes --config"),
+    );
+    // Two additions, for a process on a shared host rather than in a pod:
+    // the ServiceAccount's credentials by --kubeconfig, where the pod reads
+    // them from the kubelet's mount in-cluster; and the health listener on
+    // a free loopback port, where the pod takes the in-cluster default
+    // 0.0.0.0:8080, which anything else on this host may hold.
+    args.extend([
+        format!("--kubeconfig={}", sa_kubeconfig.display()),
+        format!("--health-listen=127.0.0.1:{health_port}"),
+    ]);
+    let config_text = |cm: &ConfigMap| {
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("config.yaml"))
+            .cloned()
+            .expect("config.yaml in the ConfigMap")
+    };
+    let mut host = Proc::spawn_with_env(
         "issuer-guard",
         &support::issuer_guard_bin(),
-        &[
-            "serve".into(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--health-listen=127.0.0.1:{health_port}"),
-            format!("--tls-cert={}", dir.join("tls.crt").display()),
-            format!("--tls-key={}", dir.join("tls.key").display()),
-            format!("--config={}", config_path.display()),
-            format!("--kubeconfig={}", sa_kubeconfig.display()),
-            "--reload-interval=200ms".into(),
-        ],
+        &args,
+        &env,
         dir.join("issuer-guard.log"),
     );
-    // Ready means the Secret watch synced: list and watch are allowed.
+    // Ready means the Secret watch synced (list and watch are allowed) and
+    // the ledger was read.
     host.wait_ready(&format!("127.0.0.1:{health_port}")).await;
 
     let plain = |name: &str| {
@@ -941,7 +1091,11 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     .await;
     assert!(denial.contains("legacy-token-env"), "{denial}");
 
-    // The release namespace and kube-system are never sent to the webhook.
+    // The release namespace and kube-system are never sent to the webhook:
+    // it counts no review while Pods are created there...
+    let health = format!("127.0.0.1:{health_port}");
+    let reviewed = admission_requests(&health).await;
+    assert!(reviewed > 0.0, "the reviews above were not counted");
     let own = create_in(&cp.client, RELEASE_NS, &restricted_pod("own"))
         .await
         .expect("a Pod in the release namespace");
@@ -953,6 +1107,16 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     })
     .await;
     assert_eq!(stamped(&system), None, "{system}");
+    assert_eq!(
+        admission_requests(&health).await,
+        reviewed,
+        "a Pod in {RELEASE_NS} or kube-system was sent to the webhook"
+    );
+    // ...and counts the same Pod in another namespace, once per webhook.
+    create_in(&cp.client, NS, &plain("counted"))
+        .await
+        .expect("a Pod in e2e");
+    assert_eq!(admission_requests(&health).await, reviewed + 2.0);
 
     // The ServiceAccount may list and watch Secrets' metadata, never get one.
     let err = Api::<Secret>::namespaced(sa_client.clone(), NS)
@@ -963,10 +1127,6 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         matches!(&err, kube::Error::Api(e) if e.code == 403),
         "{err}"
     );
-
-    // Discovery's grants (on by default), used with the ServiceAccount's own
-    // token: what the binary needs works, and one step beside it is refused.
-    assert_discovery_rbac(&cp.client, &sa_client).await;
 
     // `helm test`, as its Pod would run it: through the API server, in a
     // namespace the webhooks judge, with the test's own narrow grant.
@@ -990,7 +1150,7 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         "-f",
         values.as_str(),
         "--set",
-        "config.generation.static.number=2",
+        "config.mode=audit",
         "--set",
         "webhook.timeoutSeconds=10",
     ];
@@ -1024,15 +1184,22 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         .await
         .unwrap();
     write_atomically(&config_path, &config_text(&config_map));
-    eventually(
-        "generation 2 stamped after the upgrade",
+    // (With discovery on, the generation is the ledger's: the mode is what
+    // a config edit visibly changes.) In audit mode the Deployment denied
+    // above is admitted, and marked.
+    let admitted = eventually(
+        "the denied Deployment admitted in audit mode after the upgrade",
         Duration::from_secs(30),
         || async {
-            let c = api::create::<Pod>(&cp.client, &plain("after-upgrade"), true).await;
-            (stamped(&c.body) == Some("2")).then_some(())
+            let c = api::create::<Deployment>(&cp.client, &deployment, true).await;
+            (200..300).contains(&c.status).then_some(c.body)
         },
     )
     .await;
+    assert_eq!(
+        admitted["metadata"]["labels"][AT_RISK_LABEL], "true",
+        "{admitted}"
+    );
 
     // The API server's metrics the chart's webhook alerts select, as this
     // API server writes them. With issuer-guard gone, the mutating webhook
@@ -1632,6 +1799,79 @@ fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     }
     assert!(open.is_none(), "an unclosed ```yaml block");
     blocks
+}
+
+/// The README's registration (`## Rules`, **Registration**) is what the
+/// chart renders once a rotation is declared, and its `matchConditions`
+/// are the ones in the code, byte for byte once YAML has folded them: the
+/// README says the end-to-end tests register exactly this condition.
+#[test]
+fn the_readme_registration_is_the_charts_and_its_condition_the_codes() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let registration: Vec<Value> = yaml_blocks(&readme)
+        .into_iter()
+        .map(|(_, block)| chart::objects(&block))
+        .find(|docs| {
+            docs.iter()
+                .any(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        })
+        .expect("the README shows the registration");
+    let readme_webhook = |kind: &str| -> Value {
+        let docs: Vec<&Value> = registration.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(docs.len(), 1, "one {kind} in the README");
+        assert_eq!(docs[0]["webhooks"].as_array().map(Vec::len), Some(1));
+        docs[0]["webhooks"][0].clone()
+    };
+    let (mutating, validating) = (
+        readme_webhook("MutatingWebhookConfiguration"),
+        readme_webhook("ValidatingWebhookConfiguration"),
+    );
+    assert_eq!(
+        validating["matchConditions"],
+        json!([{
+            "name": issuer_guard::admission::MATCH_CONDITION_NAME,
+            "expression": issuer_guard::admission::MATCH_CONDITION_NOT_CONTROLLER_MADE,
+        }]),
+        "the README's matchConditions and src/admission/mod.rs"
+    );
+    assert!(mutating.get("matchConditions").is_none(), "{mutating}");
+
+    // The chart, for the README's release and namespace, with a rotation
+    // declared (the README's `failurePolicy: Fail`): every field the README
+    // shows, as the README shows it.
+    let home = tempfile::tempdir().unwrap();
+    let objects = render(
+        home.path(),
+        &[
+            "--set-json",
+            "config.rotation={\"retiringKeyIds\":[\"old-kid\"]}",
+            "--show-only",
+            "templates/webhooks.yaml",
+        ],
+    );
+    for (kind, readme) in [
+        ("MutatingWebhookConfiguration", &mutating),
+        ("ValidatingWebhookConfiguration", &validating),
+    ] {
+        let rendered = &one(&objects, kind)["webhooks"][0];
+        for (field, value) in readme.as_object().expect("a webhook") {
+            match field.as_str() {
+                // The chart's caBundle is its CA; the README writes <CA>.
+                // Its Service reference adds the port (443, the default).
+                "clientConfig" => {
+                    let service = &rendered["clientConfig"]["service"];
+                    for key in ["name", "namespace", "path"] {
+                        assert_eq!(
+                            service[key], value["service"][key],
+                            "{kind} clientConfig.service.{key}"
+                        );
+                    }
+                }
+                _ => assert_eq!(&rendered[field], value, "{kind} {field}"),
+            }
+        }
+    }
 }
 
 /// Every YAML block of both READMEs is one of: Kubernetes objects, an

@@ -91,3 +91,53 @@ pub fn render(release: &str, namespace: &str, set: &[&str], show_only: &str) -> 
     extra.extend(["--show-only", show_only.as_str()]);
     template(home.path(), release, namespace, &extra)
 }
+
+/// The release the end-to-end tests render the chart's webhook
+/// configurations for, and its namespace: the chart names the
+/// configurations after the release and keeps its own namespace (and
+/// kube-system) away from both webhooks, so the tests' namespace is judged.
+pub const WEBHOOK_RELEASE: &str = "issuer-guard";
+pub const WEBHOOK_RELEASE_NS: &str = "issuer-guard";
+
+/// The chart's MutatingWebhookConfiguration and
+/// ValidatingWebhookConfiguration, as `helm template` renders them with
+/// the chart's defaults and these values only:
+///
+/// - `webhook.urlOverride=<url>`: both webhooks call `<url>/mutate` and
+///   `<url>/validate` instead of the Service, which a test on loopback
+///   cannot have;
+/// - `tls.mode=secret` with `tls.caBundle=<ca>`: both trust the test's CA;
+///   the Secret the chart would mount is never rendered here;
+/// - `set`: each `KEY=VALUE` given with `--set-json`, the caller's named
+///   deviations from the chart.
+pub fn webhook_configurations(url: &str, ca_pem: &[u8], set: &[&str]) -> (Value, Value) {
+    let home = tempfile::tempdir().expect("a helm home");
+    let ca = home.path().join("ca.crt");
+    std::fs::write(&ca, ca_pem).expect("write the CA bundle");
+    let url_override = format!("webhook.urlOverride={url}");
+    let ca_bundle = format!("tls.caBundle={}", ca.display());
+    let mut extra = vec![
+        "--set-string",
+        url_override.as_str(),
+        "--set",
+        "tls.mode=secret",
+        "--set",
+        "tls.existingSecret=unused-by-the-webhook-configurations",
+        "--set-file",
+        ca_bundle.as_str(),
+    ];
+    for s in set {
+        extra.extend(["--set-json", s]);
+    }
+    extra.extend(["--show-only", "templates/webhooks.yaml"]);
+    let objects = template(home.path(), WEBHOOK_RELEASE, WEBHOOK_RELEASE_NS, &extra);
+    let one = |kind: &str| {
+        let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "the chart renders one {kind}: {objects:?}");
+        found[0].clone()
+    };
+    (
+        one("MutatingWebhookConfiguration"),
+        one("ValidatingWebhookConfiguration"),
+    )
+}

@@ -365,6 +365,7 @@ fn apiserver_args(
         "--endpoint-reconciler-type=none".into(),
         "--profiling=false".into(),
     ];
+    args.extend(audit_args(root));
     args.extend(
         flags
             .issuers
@@ -383,10 +384,69 @@ fn apiserver_args(
     args
 }
 
+/// What the API server's audit log keeps: the TokenRequests it answered
+/// (the request, not the token it returned), and nothing else, so that a
+/// test can see the audience and lifetime of the tokens issuer-guard mints
+/// for itself.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Request
+    verbs: [create]
+    resources: [{group: \"\", resources: [serviceaccounts/token]}]
+  - level: None
+";
+
+/// The audit flags of an API server writing under `root`; the log is
+/// appended to across restarts.
+fn audit_args(root: &Path) -> Vec<String> {
+    let policy = root.join("audit-policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY).expect("write the audit policy");
+    vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", root.join("audit.log").display()),
+        "--audit-log-format=json".into(),
+    ]
+}
+
+impl ControlPlane {
+    /// Writes a kubeconfig at `path` for this API server that authenticates
+    /// with the bearer `token` (a ServiceAccount's, say) and trusts the
+    /// test CA, and returns a client made from it.
+    pub async fn token_client(&self, token: &str, path: &Path) -> Client {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"https://127.0.0.1:{port}\", certificate-authority: \"{ca}\"}}\n\
+                 users:\n- name: token\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: token}}\ncurrent-context: e2e\n",
+                port = self.apiserver_port,
+                ca = self.pki.ca_cert.display(),
+            ),
+        )
+        .expect("write a token kubeconfig");
+        admin_client(path).await
+    }
+
+    /// The TokenRequests the API server (the first one, across its
+    /// restarts) has answered so far, as audit events: `user.username`, the
+    /// `objectRef` of the ServiceAccount, the `requestObject` (its `spec`
+    /// with `audiences` and `expirationSeconds`) and
+    /// `responseStatus.code`.
+    pub fn token_requests(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["objectRef"]["subresource"] == "token")
+            .collect()
+    }
+}
+
+/// A client from the kubeconfig file at `kubeconfig`.
 async fn admin_client(kubeconfig: &Path) -> Client {
-    let kc = Kubeconfig::read_from(kubeconfig).expect("read the admin kubeconfig");
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read a kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .expect("a client config from the admin kubeconfig");
-    Client::try_from(config).expect("an admin client")
+        .expect("a client config from a kubeconfig");
+    Client::try_from(config).expect("a client")
 }

@@ -14,6 +14,7 @@ pub mod binaries;
 pub mod chart;
 pub mod controlplane;
 pub mod injector;
+pub mod objects;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -27,15 +28,25 @@ pub use injector::Injector;
 pub use pki::SaKey;
 pub use webhook::IssuerGuard;
 
-/// The `issuer-guard` binary the tests start: `ISSUER_GUARD_BIN` when set
-/// (scripts/test sets it to a release build of the binary alone, which has
-/// only the product's dependency features), otherwise cargo's test build of
-/// it, which has the dev-dependencies' features unified in.
+/// The `issuer-guard` binary the tests start: the release build of the
+/// binary alone that scripts/test builds and names in `ISSUER_GUARD_BIN`,
+/// which has only the product's dependency features. cargo's test build of
+/// it has the dev-dependencies' features unified in (serde_json
+/// `preserve_order`), so it is not what ships and is never a fallback: a
+/// missing variable fails the test, saying how to set it.
 pub fn issuer_guard_bin() -> std::path::PathBuf {
-    match std::env::var_os("ISSUER_GUARD_BIN").filter(|p| !p.is_empty()) {
-        Some(path) => path.into(),
-        None => env!("CARGO_BIN_EXE_issuer-guard").into(),
-    }
+    const RUN: &str = "run scripts/test, which builds the release binary and sets it \
+(or: cargo build --release --bin issuer-guard && export ISSUER_GUARD_BIN=$PWD/target/release/issuer-guard)";
+    let Some(path) = std::env::var_os("ISSUER_GUARD_BIN").filter(|p| !p.is_empty()) else {
+        panic!("ISSUER_GUARD_BIN is not set: {RUN}");
+    };
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "ISSUER_GUARD_BIN={} is not a file: {RUN}",
+        path.display()
+    );
+    path
 }
 
 /// The namespace every scenario works in.

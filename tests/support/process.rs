@@ -26,9 +26,33 @@ pub struct Proc {
 impl Proc {
     /// Starts `program` with its stdout and stderr in `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: PathBuf) -> Proc {
+        Self::spawn_in(name, Command::new(program), program, args, log)
+    }
+
+    /// [`Proc::spawn`] with exactly the environment `env` and nothing the
+    /// test runner's environment holds.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Self::spawn_in(name, cmd, program, args, log)
+    }
+
+    fn spawn_in(
+        name: &str,
+        mut cmd: Command,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Proc {
         let out = File::create(&log).expect("create a log file");
         let err = out.try_clone().expect("clone a log file handle");
-        let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
         // If the test process dies without unwinding (SIGKILL, abort), the

@@ -21,28 +21,27 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Variables that would change how the server starts if the test runner's
-/// environment happened to set them.
-const SCRUBBED_ENV: &[&str] = &[
-    "ISSUER_GUARD_LISTEN",
-    "ISSUER_GUARD_HEALTH_LISTEN",
-    "ISSUER_GUARD_TLS_CERT",
-    "ISSUER_GUARD_TLS_KEY",
-    "ISSUER_GUARD_CLIENT_CA",
-    "ISSUER_GUARD_DEV_CERT_DIR",
-    "ISSUER_GUARD_CONFIG",
-    "ISSUER_GUARD_LOG_FORMAT",
-    "ISSUER_GUARD_SHUTDOWN_GRACE",
-    "ISSUER_GUARD_SHUTDOWN_DELAY",
-    "ISSUER_GUARD_RELOAD_INTERVAL",
-    "ISSUER_GUARD_CERT_EXPIRY_WARNING",
-    "ISSUER_GUARD_REQUEST_TIMEOUT",
-    "ISSUER_GUARD_MAX_BODY_BYTES",
-    "ISSUER_GUARD_MAX_INFLIGHT_BYTES",
-    "ISSUER_GUARD_NO_CLUSTER",
-    "KUBECONFIG",
-    "KUBERNETES_SERVICE_HOST",
-    "RUST_LOG",
-];
+/// environment happened to set them: every variable a flag of the binary
+/// reads (from clap, so a new flag cannot be missed), the in-cluster
+/// marker, and the log filter.
+pub fn scrubbed_env() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut cli = issuer_guard::cli::Cli::command();
+    cli.build();
+    let mut vars: Vec<String> = cli
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    vars.extend([
+        issuer_guard::cli::IN_CLUSTER_ENV.to_owned(),
+        "RUST_LOG".to_owned(),
+    ]);
+    vars.sort();
+    vars.dedup();
+    vars
+}
 
 /// A running server. Killed on drop; its log is printed when the test
 /// fails so that the cause is visible.
@@ -80,7 +79,17 @@ impl Server {
         ca: PathBuf,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Server {
-        Server::launch(args, ca, env, None)
+        Server::launch(args, ca, env, None, None)
+    }
+
+    /// [`Server::start_with_env`] run in the working directory `cwd`.
+    pub fn start_in(
+        cwd: &Path,
+        args: &[String],
+        ca: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
+        Server::launch(args, ca, env, None, Some(cwd))
     }
 
     /// [`Server::start`] with both limits on open files set to `nofile`, as
@@ -88,7 +97,7 @@ impl Server {
     pub fn start_with_open_files(args: &[String], ca: PathBuf, nofile: u64) -> Server {
         let mut all = vec!["--no-cluster".to_owned()];
         all.extend_from_slice(args);
-        Server::launch(&all, ca, &[], Some(nofile))
+        Server::launch(&all, ca, &[], Some(nofile), None)
     }
 
     fn launch(
@@ -96,8 +105,12 @@ impl Server {
         ca: PathBuf,
         env: &[(&str, &std::ffi::OsStr)],
         nofile: Option<u64>,
+        cwd: Option<&Path>,
     ) -> Server {
         let mut cmd = Command::new(super::issuer_guard_bin());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and reads only the
@@ -131,7 +144,7 @@ impl Server {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-        for var in SCRUBBED_ENV {
+        for var in scrubbed_env() {
             cmd.env_remove(var);
         }
         cmd.envs(env.iter().copied());

@@ -1,6 +1,7 @@
 //! issuer-guard as a local process, registered with the test's API server
-//! through a MutatingWebhookConfiguration and a ValidatingWebhookConfiguration
-//! the way a real installation registers it.
+//! through the MutatingWebhookConfiguration and ValidatingWebhookConfiguration
+//! the chart renders, so that the chart's rules, matchConditions, failure
+//! policies and timeout are what the tests exercise.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -12,7 +13,7 @@ use kube::{Api, Client, api::PostParams};
 use serde_json::{Value, json};
 
 use super::{
-    ControlPlane, Deadline, api,
+    ControlPlane, Deadline, api, chart, eventually, objects,
     process::{Proc, free_port},
 };
 
@@ -20,12 +21,16 @@ pub use issuer_guard::object::{
     AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, RISKS_ANNOTATION,
 };
 
-/// How the webhook configurations are registered.
+/// How the webhook configurations are registered: always the chart's, as
+/// [`register`] says; each field here is a named deviation from the
+/// chart's defaults, made through the chart's own values.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
-    /// Keep controller-made objects away from the validating webhook with
-    /// the product's `matchConditions`, as the README registers it. Without
-    /// them the handler's own check is all that stands.
+    /// The chart's `webhook.validating.matchConditions`, which keep
+    /// controller-made objects away from the validating webhook (true), or
+    /// none (false: `webhook.validating.matchConditions=[]`), as an API
+    /// server without match conditions would call it. Without them the
+    /// handler's own check is all that stands.
     pub match_conditions: bool,
 }
 
@@ -66,6 +71,10 @@ pub struct Launch {
     pub name: String,
     /// Another kubeconfig than the admin's.
     pub kubeconfig: Option<PathBuf>,
+    /// Wait for /readyz to answer 200 before returning (and registering).
+    /// `false` returns once the process runs, for tests of readiness
+    /// itself; it cannot be combined with a registration.
+    pub ready: bool,
 }
 
 impl Default for Launch {
@@ -75,6 +84,7 @@ impl Default for Launch {
             args: Vec::new(),
             name: "issuer-guard".to_owned(),
             kubeconfig: None,
+            ready: true,
         }
     }
 }
@@ -145,6 +155,14 @@ impl IssuerGuard {
             port,
             ca: certs.join("ca.crt"),
         };
+        if !launch.ready {
+            assert!(
+                launch.registration.is_none(),
+                "a registration waits for a ready issuer-guard"
+            );
+            guard.process.assert_running();
+            return guard;
+        }
         guard.wait_ready().await;
         if let Some(registration) = launch.registration {
             let ca = std::fs::read(&guard.ca).expect("issuer-guard's dev CA");
@@ -175,6 +193,11 @@ impl IssuerGuard {
     /// /readyz's status code.
     pub async fn readyz(&self) -> u16 {
         self.get("/readyz").await.map_or(0, |(s, _)| s)
+    }
+
+    /// /readyz's status code and text, or `None` while it does not answer.
+    pub async fn readyz_text(&self) -> Option<(u16, String)> {
+        self.get("/readyz").await
     }
 
     pub fn assert_running(&mut self) {
@@ -303,67 +326,50 @@ pub fn write_atomically(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).expect("replace the config");
 }
 
-/// The workload kinds whose pod templates issuer-guard judges.
-fn workload_rules() -> Vec<Value> {
-    let ops = json!(["CREATE", "UPDATE"]);
-    vec![
-        json!({"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ops,
-               "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]}),
-        json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ops,
-               "resources": ["replicationcontrollers", "podtemplates"]}),
-        json!({"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ops,
-               "resources": ["jobs", "cronjobs"]}),
-    ]
-}
-
-/// Registers both webhooks at `https://127.0.0.1:{port}`, trusting `ca`.
+/// Registers both webhooks at `https://127.0.0.1:{port}`, trusting `ca`,
+/// with the configurations the chart renders ([`chart::webhook_configurations`]):
+/// the chart's rules, operations, namespaceSelector, matchConditions,
+/// reinvocation policy and `timeoutSeconds`, and its mutating webhook's
+/// `failurePolicy: Ignore`. Beyond what `registration` asks for, one value
+/// differs from the chart's defaults, on purpose:
+///
+/// - `webhook.validating.failurePolicy=Fail`. The chart's `auto` renders
+///   `Fail` exactly while its `config.rotation` declares one; the tests
+///   declare rotations in the config file they hand the process, which the
+///   chart never sees, so they ask for the policy a declared rotation gets.
+///
+/// The configurations are named [`CONFIGURATION_NAME`], which a later-named
+/// injector sorts after.
 pub async fn register(client: &Client, port: u16, ca: &[u8], registration: Registration) {
-    let webhook = |name: &str, path: &str, rules: Vec<Value>| {
-        json!({
-            "name": name,
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{port}{path}"),
-                "caBundle": base64_encode(ca),
-            },
-            "rules": rules,
-            // kube-system must never wait on a webhook, or a control-plane
-            // restart can deadlock on it.
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]
-            }]},
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "failurePolicy": "Fail",
-            // Control planes share two cores in the tests; a webhook call
-            // that waits for a busy core must not fail a create.
-            "timeoutSeconds": 15,
-        })
-    };
-    let mut mutate_rules = workload_rules();
-    mutate_rules.push(json!({"apiGroups": [""], "apiVersions": ["v1"],
-        "operations": ["CREATE"], "resources": ["pods"]}));
-    let mut mutating = webhook("mutate.issuer-guard.io", "/mutate", mutate_rules);
-    // Another mutating webhook (an injector) may add a token volume after
-    // issuer-guard ran; it must then judge the final object again.
-    mutating["reinvocationPolicy"] = json!("IfNeeded");
-    let mut validate_rules = workload_rules();
-    validate_rules.push(json!({"apiGroups": [""], "apiVersions": ["v1"],
-        "operations": ["CREATE", "UPDATE"], "resources": ["pods", "pods/ephemeralcontainers"]}));
-    let mut validating = webhook("validate.issuer-guard.io", "/validate", validate_rules);
-    if registration.match_conditions {
-        validating["matchConditions"] = json!([{
-            "name": issuer_guard::admission::MATCH_CONDITION_NAME,
-            "expression": issuer_guard::admission::MATCH_CONDITION_NOT_CONTROLLER_MADE,
-        }]);
+    let mut set = vec!["webhook.validating.failurePolicy=\"Fail\""];
+    if !registration.match_conditions {
+        set.push("webhook.validating.matchConditions=[]");
     }
-
-    let meta = json!({"name": CONFIGURATION_NAME});
+    let (mutating, validating) =
+        chart::webhook_configurations(&format!("https://127.0.0.1:{port}"), ca, &set);
+    for rendered in [&mutating, &validating] {
+        assert_eq!(
+            rendered["metadata"]["name"], CONFIGURATION_NAME,
+            "the chart names its configurations after the release"
+        );
+        for webhook in rendered["webhooks"].as_array().expect("webhooks") {
+            assert_eq!(
+                webhook["clientConfig"]["caBundle"],
+                base64_encode(ca),
+                "the chart's caBundle is the test's CA"
+            );
+        }
+    }
+    let conditions = &validating["webhooks"][0]["matchConditions"];
+    assert_eq!(
+        conditions.is_array(),
+        registration.match_conditions,
+        "matchConditions as asked: {conditions}"
+    );
     let m: MutatingWebhookConfiguration =
-        serde_json::from_value(json!({"metadata": meta, "webhooks": [mutating]}))
-            .expect("a MutatingWebhookConfiguration");
+        serde_json::from_value(mutating).expect("the chart's MutatingWebhookConfiguration");
     let v: ValidatingWebhookConfiguration =
-        serde_json::from_value(json!({"metadata": meta, "webhooks": [validating]}))
-            .expect("a ValidatingWebhookConfiguration");
+        serde_json::from_value(validating).expect("the chart's ValidatingWebhookConfiguration");
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &m)
         .await
@@ -372,6 +378,32 @@ pub async fn register(client: &Client, port: u16, ca: &[u8], registration: Regis
         .create(&PostParams::default(), &v)
         .await
         .expect("register the validating webhook");
+}
+
+/// Waits, up to `within`, until issuer-guard's Secret watch knows legacy
+/// token Secret `secret`: a dry-run Pod that reads it through env comes back
+/// marked at risk (no rotation declared) or is denied (a key rotation
+/// declared), either way for `legacy-token-env`. Until the watch has it,
+/// the Secret is unknown and such a Pod is neither.
+pub async fn wait_secret_known(cp: &ControlPlane, secret: &str, within: Duration) {
+    let probe = objects::env_reader_pod(&format!("knows-{secret}"), secret);
+    eventually(
+        &format!("issuer-guard to know legacy token Secret {secret}"),
+        within,
+        || async {
+            let c = api::create::<Pod>(&cp.client, &probe, true).await;
+            let marked = c.body["metadata"]["labels"][AT_RISK_LABEL] == "true"
+                && c.body["metadata"]["annotations"][RISKS_ANNOTATION]
+                    .as_str()
+                    .is_some_and(|r| r.split(',').any(|r| r == "legacy-token-env"));
+            let denied = c.status == 403
+                && c.body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("[legacy-token-env]"));
+            (marked || denied).then_some(())
+        },
+    )
+    .await;
 }
 
 pub fn base64_encode(bytes: &[u8]) -> String {
