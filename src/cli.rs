@@ -255,6 +255,49 @@ pub struct ServeArgs {
     /// Audience of the tokens issuer-guard mints for itself.
     #[arg(long, env = "ISSUER_GUARD_DISCOVERY_AUDIENCE", default_value = discovery::DEFAULT_AUDIENCE)]
     pub discovery_audience: String,
+
+    /// A Secret, as NAMESPACE/NAME, in which issuer-guard creates, rotates
+    /// and serves its own CA and serving certificate, keeping the caBundle
+    /// of --webhook-configurations current; all replicas share it. Instead
+    /// of --tls-cert/--tls-key; needs a cluster.
+    #[arg(long, env = "ISSUER_GUARD_TLS_SECRET")]
+    pub tls_secret: Option<String>,
+
+    /// With --tls-secret: the name of the MutatingWebhookConfiguration and
+    /// the ValidatingWebhookConfiguration whose caBundle it keeps.
+    #[arg(long, env = "ISSUER_GUARD_WEBHOOK_CONFIGURATIONS")]
+    pub webhook_configurations: Option<String>,
+
+    /// With --tls-secret: the DNS names and IP addresses of the serving
+    /// certificate, comma-separated, first the one the API server calls
+    /// (e.g. issuer-guard.issuer-guard.svc).
+    #[arg(long, env = "ISSUER_GUARD_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+
+    /// With --tls-secret: how long a new CA is valid.
+    #[arg(long, env = "ISSUER_GUARD_CA_LIFETIME", default_value = "8760h", value_parser = parse_interval)]
+    pub ca_lifetime: Duration,
+
+    /// With --tls-secret: a new CA is rotated in this long before the
+    /// current one expires. At least twice --ca-overlap.
+    #[arg(long, env = "ISSUER_GUARD_CA_RENEW_BEFORE", default_value = "720h", value_parser = parse_interval)]
+    pub ca_renew_before: Duration,
+
+    /// With --tls-secret: how long a serving certificate is valid (never
+    /// beyond its CA).
+    #[arg(long, env = "ISSUER_GUARD_CERT_LIFETIME", default_value = "2160h", value_parser = parse_interval)]
+    pub cert_lifetime: Duration,
+
+    /// With --tls-secret: the serving certificate is renewed this long
+    /// before it expires.
+    #[arg(long, env = "ISSUER_GUARD_CERT_RENEW_BEFORE", default_value = "720h", value_parser = parse_interval)]
+    pub cert_renew_before: Duration,
+
+    /// With --tls-secret: how long a new CA is in the webhook
+    /// configurations' caBundle before it signs the served certificate, and
+    /// how long the old CA stays after.
+    #[arg(long, env = "ISSUER_GUARD_CA_OVERLAP", default_value = "10m", value_parser = parse_interval)]
+    pub ca_overlap: Duration,
 }
 
 impl ServeArgs {
@@ -295,6 +338,16 @@ impl ServeArgs {
                 window: self.discovery_window,
                 audience: self.discovery_audience,
             }),
+            self_tls: server::SelfTlsArgs {
+                secret: self.tls_secret,
+                webhook_configurations: self.webhook_configurations,
+                names: self.tls_names,
+                ca_lifetime: self.ca_lifetime,
+                ca_renew_before: self.ca_renew_before,
+                cert_lifetime: self.cert_lifetime,
+                cert_renew_before: self.cert_renew_before,
+                ca_overlap: self.ca_overlap,
+            },
         }
     }
 }

@@ -58,6 +58,11 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -78,6 +83,10 @@ pub struct Metrics {
     pub discovery_errors: Family<StageLabels, Counter>,
     pub discovery_last_success: Gauge,
     pub discovery_age_seconds: Gauge,
+    pub tls_ca_not_after: Gauge,
+    pub tls_ca_bundle_updates: Counter,
+    pub tls_rotation_steps: Family<StepLabels, Counter>,
+    pub tls_self_errors: Family<StageLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -143,7 +152,7 @@ impl Metrics {
         );
         registry.register(
             "tls_reloads",
-            "Serving certificate reloads from disk, by result",
+            "Serving certificate reloads (from disk, or from the --tls-secret Secret), by result",
             tls_reloads.clone(),
         );
         registry.register(
@@ -198,6 +207,30 @@ impl Metrics {
             "Seconds since discovery last succeeded (since start before the first success)",
             discovery_age_seconds.clone(),
         );
+        let tls_ca_not_after = Gauge::default();
+        registry.register(
+            "tls_ca_not_after_timestamp_seconds",
+            "With --tls-secret: when the CA that signed the served certificate expires, in Unix seconds",
+            tls_ca_not_after.clone(),
+        );
+        let tls_ca_bundle_updates = Counter::default();
+        registry.register(
+            "tls_ca_bundle_updates",
+            "With --tls-secret: webhook configurations whose caBundle this replica set",
+            tls_ca_bundle_updates.clone(),
+        );
+        let tls_rotation_steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "tls_rotation_steps",
+            "With --tls-secret: steps this replica wrote to the TLS Secret, by step: create, replace-expired, reissue, renew, stage, published, unpublished, switch, drop, restore",
+            tls_rotation_steps.clone(),
+        );
+        let tls_self_errors = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "tls_self_errors",
+            "With --tls-secret: failed passes of the certificate loop, by stage: secret, webhooks, issue, serve",
+            tls_self_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -218,6 +251,10 @@ impl Metrics {
             discovery_errors,
             discovery_last_success,
             discovery_age_seconds,
+            tls_ca_not_after,
+            tls_ca_bundle_updates,
+            tls_rotation_steps,
+            tls_self_errors,
         }
     }
 

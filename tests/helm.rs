@@ -181,6 +181,21 @@ fn every_ci_values_file_lints_and_renders() {
                 );
                 assert!(validating["webhooks"][0]["clientConfig"]["caBundle"].is_string());
             }
+            "tls-self-values.yaml" => {
+                // issuer-guard makes the Secret and sets the caBundles.
+                assert!(
+                    find(&objects, "Secret").is_empty(),
+                    "{name}: the chart made a Secret"
+                );
+                for config in [validating, mutating] {
+                    for w in config["webhooks"].as_array().expect("webhooks") {
+                        assert!(
+                            w["clientConfig"].get("caBundle").is_none(),
+                            "{name}: a caBundle is rendered: {w}"
+                        );
+                    }
+                }
+            }
             "monitoring-values.yaml" => {
                 for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"] {
                     assert!(!find(&objects, kind).is_empty(), "{name}: no {kind}");
@@ -2548,6 +2563,248 @@ fn the_docs_claim_no_status_command_and_rotate_through_discovery() {
         assert!(
             !block.contains("generation:"),
             "a chart README rotation example numbers generations by hand:\n{block}"
+        );
+    }
+}
+
+/// The first line at which two renders differ, for a readable failure.
+fn first_difference(a: &str, b: &str) -> String {
+    a.lines()
+        .zip(b.lines())
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map_or_else(
+            || format!("lengths {} and {}", a.len(), b.len()),
+            |(i, (x, y))| format!("line {}: {x:?} vs {y:?}", i + 1),
+        )
+}
+
+/// `tls.mode=self` renders nothing that changes from one render to the
+/// next: no certificate and no caBundle, which issuer-guard makes and sets
+/// itself. So two `helm template` runs (how Argo CD renders, with no API
+/// server to `lookup`) are byte for byte the same, and a GitOps sync never
+/// replaces the CA. As a control, `tls.mode=helm` renders differ: without
+/// `lookup` it generates a new CA every time.
+#[test]
+fn self_tls_renders_the_same_twice_and_leaves_the_certificate_to_the_binary() {
+    let (release, ns) = ("edge", "guard-system");
+    let (fullname, secret) = ("edge-issuer-guard", "edge-issuer-guard-self-tls");
+    let home = tempfile::tempdir().unwrap();
+    let image = image_values(home.path());
+    let raw = |mode: &str| {
+        let mode = format!("tls.mode={mode}");
+        let args = [
+            "template",
+            release,
+            CHART,
+            "--namespace",
+            ns,
+            "-f",
+            &image,
+            "--set",
+            &mode,
+        ];
+        ok(&helm(home.path(), &args), &format!("helm template {mode}"))
+    };
+    let (first, second) = (raw("self"), raw("self"));
+    assert!(
+        first == second,
+        "two renders in tls.mode=self differ: {}",
+        first_difference(&first, &second)
+    );
+    let (helm_first, helm_second) = (raw("helm"), raw("helm"));
+    assert!(
+        helm_first != helm_second,
+        "control: two renders in tls.mode=helm are the same, so the comparison above proves nothing"
+    );
+
+    let objects = chart::objects(&first);
+    assert!(find(&objects, "Secret").is_empty(), "{:?}", kinds(&objects));
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let config = one(&objects, kind);
+        assert_eq!(
+            config["metadata"]["annotations"]["issuer-guard.io/ca-bundle-from"],
+            format!("{ns}/{secret}"),
+            "{config}"
+        );
+        for w in config["webhooks"].as_array().unwrap() {
+            // Rendered without the field, Helm's three-way merge and Argo
+            // CD's apply leave the value issuer-guard set alone.
+            assert!(w["clientConfig"].get("caBundle").is_none(), "{w}");
+        }
+    }
+    let deployment = one(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(
+        !container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--tls-")),
+        "{container}"
+    );
+    assert!(!pod.to_string().contains("\"tls\""), "a tls volume: {pod}");
+    let env: Vec<(String, String)> = container_env(deployment)
+        .into_iter()
+        .filter(|(k, _)| !discovery_env().contains(k))
+        .collect();
+    let want = [
+        ("ISSUER_GUARD_TLS_SECRET", format!("{ns}/{secret}")),
+        ("ISSUER_GUARD_WEBHOOK_CONFIGURATIONS", fullname.to_owned()),
+        (
+            "ISSUER_GUARD_TLS_NAMES",
+            format!(
+                "{fullname}.{ns}.svc,{fullname}.{ns}.svc.cluster.local,{fullname}.{ns},{fullname}"
+            ),
+        ),
+        ("ISSUER_GUARD_CA_LIFETIME", "8760h".to_owned()),
+        ("ISSUER_GUARD_CA_RENEW_BEFORE", "720h".to_owned()),
+        ("ISSUER_GUARD_CERT_LIFETIME", "2160h".to_owned()),
+        ("ISSUER_GUARD_CERT_RENEW_BEFORE", "720h".to_owned()),
+        ("ISSUER_GUARD_CA_OVERLAP", "10m".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    assert_eq!(env, want);
+
+    // The values reach the binary as given; the extra names and IPs join
+    // the certificate's names.
+    let set = [
+        "tls.mode=self",
+        "tls.self.caLifetime=60s",
+        "tls.self.caRenewBefore=40s",
+        "tls.self.certLifetime=30s",
+        "tls.self.certRenewBefore=15s",
+        "tls.self.overlap=4s",
+        "tls.extraDnsNames[0]=webhook.example.internal",
+        "tls.extraIPs[0]=127.0.0.1",
+    ];
+    let env: BTreeMap<String, String> = container_env(one(
+        &chart::render(release, ns, &set, "deployment.yaml"),
+        "Deployment",
+    ))
+    .into_iter()
+    .collect();
+    assert_eq!(
+        [
+            "ISSUER_GUARD_CA_LIFETIME",
+            "ISSUER_GUARD_CA_RENEW_BEFORE",
+            "ISSUER_GUARD_CERT_LIFETIME",
+            "ISSUER_GUARD_CERT_RENEW_BEFORE",
+            "ISSUER_GUARD_CA_OVERLAP"
+        ]
+        .map(|k| env[k].as_str()),
+        ["60s", "40s", "30s", "15s", "4s"]
+    );
+    assert!(
+        env["ISSUER_GUARD_TLS_NAMES"].ends_with(",webhook.example.internal,127.0.0.1"),
+        "{env:?}"
+    );
+
+    // What the binary would refuse at start-up is refused at install, with
+    // its words.
+    for (set, needle) in [
+        (
+            "tls.self.certRenewBefore=3000h",
+            "shorter than tls.self.certLifetime",
+        ),
+        (
+            "tls.self.caRenewBefore=9000h",
+            "shorter than tls.self.caLifetime",
+        ),
+        ("tls.self.caRenewBefore=15m", "twice tls.self.overlap"),
+        ("tls.self.overlap=1h30m", "/tls/self/overlap"),
+    ] {
+        assert_refused(
+            home.path(),
+            &["--set", "tls.mode=self", "--set", set],
+            needle,
+        );
+    }
+}
+
+/// `tls.mode=self` adds exactly what the binary needs: its own Secret by
+/// name (and `create` in the release namespace, which RBAC cannot narrow by
+/// name), and its own two webhook configurations by name. Other modes get
+/// none of it.
+#[test]
+fn self_tls_rbac_is_its_secret_and_its_two_webhook_configurations_by_name() {
+    let (release, ns) = ("edge", "guard-system");
+    let (fullname, secret) = ("edge-issuer-guard", "edge-issuer-guard-self-tls");
+    let service_account = json!({"kind": "ServiceAccount", "name": fullname, "namespace": ns});
+    let webhooks_rule = json!({
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+        "resourceNames": [fullname],
+        "verbs": ["get", "patch"],
+    });
+    let secret_rules = json!([
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "list", "watch", "update"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]);
+
+    // Alone: nothing but the two.
+    let alone = chart::render(
+        release,
+        ns,
+        &[
+            "tls.mode=self",
+            "secretWatch.enabled=false",
+            "discovery.enabled=false",
+        ],
+        "rbac.yaml",
+    );
+    assert_eq!(
+        kinds(&alone),
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    );
+    assert_eq!(one(&alone, "ClusterRole")["rules"], json!([webhooks_rule]));
+    assert_eq!(
+        one(&alone, "ClusterRoleBinding")["subjects"],
+        json!([service_account])
+    );
+    let role = one(&alone, "Role");
+    assert_eq!(
+        role["metadata"]["name"],
+        format!("{fullname}-tls"),
+        "{role}"
+    );
+    assert_eq!(role["metadata"]["namespace"], ns, "{role}");
+    assert_eq!(role["rules"], secret_rules, "{role}");
+    let binding = one(&alone, "RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], ns, "{binding}");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{fullname}-tls")})
+    );
+    assert_eq!(binding["subjects"], json!([service_account]));
+
+    // Beside the defaults: added to them, which are otherwise unchanged.
+    let with = chart::render(release, ns, &["tls.mode=self"], "rbac.yaml");
+    let without = chart::render(release, ns, &[], "rbac.yaml");
+    let cluster_rules = |objects: &[Value]| one(objects, "ClusterRole")["rules"].clone();
+    let mut expected = cluster_rules(&without).as_array().unwrap().clone();
+    expected.push(webhooks_rule.clone());
+    assert_eq!(cluster_rules(&with), json!(expected));
+    let roles: Vec<&Value> = find(&with, "Role");
+    assert_eq!(roles.len(), 2, "{roles:?}");
+    assert_eq!(
+        roles
+            .iter()
+            .find(|r| r["metadata"]["name"] == format!("{fullname}-tls"))
+            .expect("the tls Role")["rules"],
+        secret_rules
+    );
+    for other in ["helm", "cert-manager"] {
+        let mode = format!("tls.mode={other}");
+        let rbac = chart::render(release, ns, &[&mode], "rbac.yaml");
+        let text = serde_json::to_string(&rbac).unwrap();
+        assert!(
+            !text.contains("admissionregistration") && !text.contains(&format!("{fullname}-tls")),
+            "{mode}: {text}"
         );
     }
 }

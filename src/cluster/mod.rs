@@ -1,9 +1,13 @@
-//! The connection to the API server, used only to keep the legacy token
-//! Secret cache current. Reviews never call the API server.
+//! The connection to the API server: the legacy token Secret cache, and
+//! with `--tls-secret` the Secret holding issuer-guard's own certificates
+//! and the webhook configurations whose caBundle it keeps (`tls_secret`,
+//! `webhook_configurations`). Reviews never call the API server.
 
 mod backoff;
 mod reach;
 mod secrets;
+mod tls_secret;
+mod webhook_configurations;
 
 use std::{
     ffi::{OsStr, OsString},
@@ -23,6 +27,8 @@ use tokio::task::JoinHandle;
 pub use backoff::CappedBackoff;
 pub use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub use secrets::LegacyTokenCache;
+pub(crate) use tls_secret::{Stored, TlsSecret, Written};
+pub(crate) use webhook_configurations::{Registered, WebhookConfigurations};
 
 use crate::metrics::Metrics;
 

@@ -19,6 +19,7 @@ pub enum Caller {
     SecretWatch,
     LedgerWatch,
     Discovery,
+    TlsSecret,
 }
 
 impl Caller {
@@ -27,6 +28,7 @@ impl Caller {
             Caller::SecretWatch => "Secret watch",
             Caller::LedgerWatch => "ledger watch",
             Caller::Discovery => "discovery",
+            Caller::TlsSecret => "TLS Secret",
         }
     }
 }

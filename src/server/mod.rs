@@ -11,8 +11,10 @@ mod devcert;
 #[cfg(feature = "test-support")]
 pub mod devcert;
 mod health;
+mod issue;
 mod readiness;
 mod routes;
+mod self_tls;
 mod settings;
 mod signals;
 mod tls;
@@ -24,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use allocator::tune as tune_allocator;
-pub use settings::{DiscoveryArgs, Settings};
+pub use self_tls::SelfTlsError;
+pub use settings::{DiscoveryArgs, SelfTlsArgs, Settings};
 
 use crate::{
     admission::Webhook,
@@ -49,6 +52,8 @@ pub enum ServerError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    SelfTls(#[from] SelfTlsError),
     #[error(
         "--service-account turns discovery on, which needs an API server: give --kubeconfig, run in a cluster, or drop --service-account (and --no-cluster)"
     )]
@@ -111,10 +116,11 @@ pub async fn run_with_routes(
     let metrics = Arc::new(Metrics::new());
     let provider = tls::provider();
 
-    let pair = pair_files(&args)?;
-    let loaded = pair.load(&provider)?;
-    metrics.tls_cert_not_after.set(loaded.facts.not_after);
-    let cert = Arc::new(ReloadingCert::new(loaded.key.clone()));
+    let (serving, initial) = serving(&args, &provider)?;
+    if let Serving::Files { loaded, .. } = &serving {
+        metrics.tls_cert_not_after.set(loaded.facts.not_after);
+    }
+    let cert = Arc::new(ReloadingCert::new(initial));
     let client_auth = match &args.client_ca {
         Some(path) => {
             let pem = reload::read_all(std::slice::from_ref(path))
@@ -167,6 +173,24 @@ pub async fn run_with_routes(
         None => None,
     };
     let reach = Arc::new(cluster::Reachability::default());
+    // With --tls-secret the certificate comes from the cluster, so its loop
+    // starts as soon as there is a client, while the rest starts up.
+    let (serving, self_tls) = match (serving, &client) {
+        (Serving::Secret(settings), Some(client)) => {
+            let wiring = self_tls::Wiring {
+                client: client.clone(),
+                cert: cert.clone(),
+                provider: provider.clone(),
+                metrics: metrics.clone(),
+                reach: reach.clone(),
+                expiry_warning: args.cert_expiry_warning,
+            };
+            let (status, task) = self_tls::spawn(settings, wiring);
+            (None, Some((status, task)))
+        }
+        (Serving::Secret(_), None) => return Err(SelfTlsError::WithoutCluster.into()),
+        (Serving::Files { pair, loaded }, _) => (Some((pair, loaded)), None),
+    };
     let secrets = secret_cache(
         client.clone().filter(|_| args.watch_secrets),
         args.cluster.is_some(),
@@ -196,6 +220,7 @@ pub async fn run_with_routes(
     let readiness = Arc::new(Readiness::new(
         secrets.clone(),
         discovery.as_ref().map(|d| d.synced.clone()),
+        self_tls.as_ref().map(|(status, _)| status.clone()),
     ));
     let webhook = Arc::new(Webhook::new(live.effective(), secrets));
 
@@ -205,14 +230,16 @@ pub async fn run_with_routes(
     let health_addr = local_addr(&health_listener, args.health_listen);
 
     let _expiry_watch = tls::watch_expiry(metrics.clone(), args.cert_expiry_warning);
-    let _cert_watch = pair.watch(
-        &loaded,
-        args.reload_interval,
-        provider,
-        cert,
-        metrics.clone(),
-        args.cert_expiry_warning,
-    );
+    let _cert_watch = serving.map(|(pair, loaded)| {
+        pair.watch(
+            &loaded,
+            args.reload_interval,
+            provider,
+            cert,
+            metrics.clone(),
+            args.cert_expiry_warning,
+        )
+    });
     let _config_watch = config_seen.map(|(path, seen)| {
         config::watch(
             path,
@@ -282,6 +309,37 @@ pub async fn run_with_routes(
     health.abort();
     trim.abort();
     Ok(())
+}
+
+/// Where the served certificate comes from.
+enum Serving {
+    /// --tls-cert/--tls-key, or the development pair: files, reloaded when
+    /// they change.
+    Files {
+        pair: PairFiles,
+        loaded: tls::Loaded,
+    },
+    /// --tls-secret: issued, rotated and published by `self_tls`.
+    Secret(self_tls::Settings),
+}
+
+/// The source of the served certificate, and what to serve from the first
+/// handshake: the files' pair, or with --tls-secret a placeholder until the
+/// Secret's pair is loaded (the replica is unready meanwhile).
+fn serving(
+    args: &Settings,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(Serving, rustls::sign::CertifiedKey), ServerError> {
+    let files = args.tls_cert.is_some() || args.tls_key.is_some();
+    if let Some(settings) = self_tls::Settings::new(&args.self_tls, files, args.cluster.is_some())?
+    {
+        let placeholder = self_tls::placeholder(&settings, provider)?;
+        return Ok((Serving::Secret(settings), placeholder));
+    }
+    let pair = pair_files(args)?;
+    let loaded = pair.load(provider)?;
+    let key = loaded.key.clone();
+    Ok((Serving::Files { pair, loaded }, key))
 }
 
 fn pair_files(args: &Settings) -> Result<PairFiles, TlsError> {

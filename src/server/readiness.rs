@@ -1,7 +1,9 @@
 //! What /readyz reports. The certificate and config are loaded before any
 //! listener opens, so what remains is whether the Secret cache has synced
 //! (with a cluster), whether the generation ledger has been read (with
-//! discovery) and whether the process is shutting down, when it must
+//! discovery), whether the TLS Secret's certificate is served and every
+//! caBundle verifies it (with `--tls-secret`, where the listener opens with
+//! a placeholder) and whether the process is shutting down, when it must
 //! stop receiving traffic at once.
 
 use std::sync::{
@@ -9,6 +11,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use super::self_tls;
 use crate::cluster::LegacyTokenCache;
 
 pub struct Readiness {
@@ -17,14 +20,22 @@ pub struct Readiness {
     /// With discovery, whether the ledger has been read once: until then
     /// the stamp would be the static generation, which may be long gone.
     ledger_read: Option<Arc<AtomicBool>>,
+    /// With --tls-secret: whether the Secret's pair is served and verified
+    /// by the webhook configurations.
+    self_tls: Option<Arc<self_tls::Status>>,
 }
 
 impl Readiness {
-    pub fn new(secrets: Arc<LegacyTokenCache>, ledger_read: Option<Arc<AtomicBool>>) -> Self {
+    pub fn new(
+        secrets: Arc<LegacyTokenCache>,
+        ledger_read: Option<Arc<AtomicBool>>,
+        self_tls: Option<Arc<self_tls::Status>>,
+    ) -> Self {
         Self {
             shutting_down: AtomicBool::new(false),
             secrets,
             ledger_read,
+            self_tls,
         }
     }
 
@@ -51,6 +62,9 @@ impl Readiness {
             .is_some_and(|r| !r.load(Ordering::Acquire))
         {
             missing.push("generation ledger not read from the API server yet");
+        }
+        if let Some(tls) = &self.self_tls {
+            missing.extend(tls.missing());
         }
         if missing.is_empty() {
             Ok(())

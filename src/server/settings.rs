@@ -34,6 +34,23 @@ pub struct Settings {
     pub watch_secrets: bool,
     /// Discovery, when a service account is given.
     pub discovery: Option<DiscoveryArgs>,
+    /// Issuing its own certificate into a Secret (`--tls-secret`) and the
+    /// flags that go with it; checked when `serve` starts.
+    pub self_tls: SelfTlsArgs,
+}
+
+/// `--tls-secret` and its companions as given.
+#[derive(Debug, Clone)]
+pub struct SelfTlsArgs {
+    /// NAMESPACE/NAME; none serves --tls-cert/--tls-key or a development pair.
+    pub secret: Option<String>,
+    pub webhook_configurations: Option<String>,
+    pub names: Vec<String>,
+    pub ca_lifetime: Duration,
+    pub ca_renew_before: Duration,
+    pub cert_lifetime: Duration,
+    pub cert_renew_before: Duration,
+    pub ca_overlap: Duration,
 }
 
 /// Discovery's flags as given; checked when `serve` starts.

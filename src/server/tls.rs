@@ -355,6 +355,11 @@ pub fn watch_expiry(metrics: Arc<Metrics>, window: Duration) -> JoinHandle<()> {
         loop {
             tick.tick().await;
             let not_after = metrics.tls_cert_not_after.get();
+            // Nothing loaded yet (with --tls-secret, until the Secret's pair
+            // is served): nothing can expire.
+            if not_after == 0 {
+                continue;
+            }
             let left = not_after.saturating_sub(unix_now());
             let expiring = expires_within(not_after, window);
             metrics.tls_cert_expiring.set(i64::from(expiring));

@@ -141,9 +141,11 @@ Role grants update and patch on this name only, so the Deployment's
 The Secret holding the serving certificate, per tls.mode:
   helm:         <fullname>-tls (created by the chart)
   cert-manager: <fullname>-cert-manager-tls (written by cert-manager)
+  self:         <fullname>-self-tls (created and rotated by issuer-guard)
   secret:       tls.existingSecret
-The two generated names differ so that switching modes never has Helm and
-cert-manager fight over one Secret.
+The generated names differ so that switching modes never has Helm,
+cert-manager and issuer-guard fight over one Secret (an upgrade from helm
+mode deletes <fullname>-tls, which the binary must not be using).
 */}}
 {{- define "issuer-guard.tlsSecretName" -}}
 {{- $base := include "issuer-guard.fullname" . | trunc 40 | trimSuffix "-" }}
@@ -151,6 +153,8 @@ cert-manager fight over one Secret.
 {{- printf "%s-tls" $base }}
 {{- else if eq .Values.tls.mode "cert-manager" }}
 {{- printf "%s-cert-manager-tls" $base }}
+{{- else if eq .Values.tls.mode "self" }}
+{{- printf "%s-self-tls" $base }}
 {{- else }}
 {{- required "tls.existingSecret is required when tls.mode=secret: the name of a kubernetes.io/tls Secret (keys tls.crt, tls.key) in the release namespace" .Values.tls.existingSecret }}
 {{- end }}
@@ -264,4 +268,57 @@ restart: the Deployment's pod template carries this hash.
 {{- $cn := printf "%s.%s.svc" $fullname .Release.Namespace }}
 {{- $dnsNames := include "issuer-guard.dnsNames" . | fromJsonArray }}
 {{- sha256sum (toJson (dict "cn" $cn "dns" $dnsNames "ips" .Values.tls.extraIPs)) }}
+{{- end }}
+
+{{/*
+A duration as the binary's flags read it (a whole number and ms, s, m or h;
+the schema admits no other), in milliseconds.
+*/}}
+{{- define "issuer-guard.milliseconds" -}}
+{{- $n := regexFind "^[0-9]+" . | int64 }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" .) . }}
+{{- if eq $unit "ms" }}{{ $n }}
+{{- else if eq $unit "s" }}{{ mul $n 1000 }}
+{{- else if eq $unit "m" }}{{ mul $n 60000 }}
+{{- else }}{{ mul $n 3600000 }}
+{{- end }}
+{{- end }}
+
+{{/*
+tls.mode=self: the binary's environment, after the checks the binary makes
+of the same values at start-up, with its messages (in value names), so that
+a bad combination fails the install instead of every pod.
+*/}}
+{{- define "issuer-guard.selfTlsEnv" -}}
+{{- $self := .Values.tls.self }}
+{{- $ms := dict }}
+{{- range $key := list "caLifetime" "caRenewBefore" "certLifetime" "certRenewBefore" "overlap" }}
+{{- $_ := set $ms $key (include "issuer-guard.milliseconds" (index $self $key) | int64) }}
+{{- end }}
+{{- if ge $ms.certRenewBefore $ms.certLifetime }}
+{{- fail (printf "tls.self.certRenewBefore (%s) must be shorter than tls.self.certLifetime (%s), or every certificate is renewed as soon as it is issued" $self.certRenewBefore $self.certLifetime) }}
+{{- end }}
+{{- if ge $ms.caRenewBefore $ms.caLifetime }}
+{{- fail (printf "tls.self.caRenewBefore (%s) must be shorter than tls.self.caLifetime (%s), or every CA is rotated as soon as it is made" $self.caRenewBefore $self.caLifetime) }}
+{{- end }}
+{{- if lt $ms.caRenewBefore (mul $ms.overlap 2) }}
+{{- fail (printf "tls.self.caRenewBefore (%s) must be at least twice tls.self.overlap (%s): a rotation takes two overlaps, and the old CA must still be valid until it ends" $self.caRenewBefore $self.overlap) }}
+{{- end }}
+{{- $names := concat (include "issuer-guard.dnsNames" . | fromJsonArray) .Values.tls.extraIPs | uniq }}
+- name: ISSUER_GUARD_TLS_SECRET
+  value: {{ printf "%s/%s" .Release.Namespace (include "issuer-guard.tlsSecretName" .) | quote }}
+- name: ISSUER_GUARD_WEBHOOK_CONFIGURATIONS
+  value: {{ include "issuer-guard.fullname" . | quote }}
+- name: ISSUER_GUARD_TLS_NAMES
+  value: {{ join "," $names | quote }}
+- name: ISSUER_GUARD_CA_LIFETIME
+  value: {{ $self.caLifetime | quote }}
+- name: ISSUER_GUARD_CA_RENEW_BEFORE
+  value: {{ $self.caRenewBefore | quote }}
+- name: ISSUER_GUARD_CERT_LIFETIME
+  value: {{ $self.certLifetime | quote }}
+- name: ISSUER_GUARD_CERT_RENEW_BEFORE
+  value: {{ $self.certRenewBefore | quote }}
+- name: ISSUER_GUARD_CA_OVERLAP
+  value: {{ $self.overlap | quote }}
 {{- end }}
