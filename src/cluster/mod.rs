@@ -1,7 +1,11 @@
-//! The connection to the API server: the legacy token Secret cache, and
-//! with `--tls-secret` the Secret holding issuer-guard's own certificates
-//! and the webhook configurations whose caBundle it keeps (`tls_secret`,
-//! `webhook_configurations`). Reviews never call the API server.
+//! The one room that talks to the API server: it builds the client, and
+//! holds every request and watch issuer-guard makes (the legacy token
+//! Secret cache; with `--tls-secret` the Secret holding issuer-guard's own
+//! certificates and the webhook configurations whose caBundle it keeps,
+//! `tls_secret` and `webhook_configurations`), with the watch backoff and
+//! the reachability they share. Discovery's probe and ledger store still
+//! make their own requests through the client they are handed; `status`
+//! and `restart` will put theirs here. Reviews never call the API server.
 
 mod backoff;
 mod reach;
