@@ -12,7 +12,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use super::load::{LoadError, Skipped, Unusable};
+use super::errors::{LoadError, Skipped, Unusable};
 
 const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 

@@ -1,6 +1,7 @@
 //! `issuer-guard check`: judges manifests offline with the webhook's rules
 //! and decisions, so a CI pipeline sees what admission would do.
 
+mod errors;
 mod inputs;
 mod lines;
 mod load;
@@ -15,8 +16,9 @@ use std::{
 
 use serde_json::Value;
 
+pub use errors::{LoadError, Skipped, Unusable};
 pub use inputs::Symlinks;
-pub use load::{Document, LoadError, Unusable};
+pub use load::Document;
 pub use read::{DEFAULT_DOCUMENT_LIMIT, DEFAULT_FILE_LIMIT, Limits};
 pub use report::{Judged, OutputFormat, Source};
 
@@ -105,7 +107,11 @@ pub fn run(args: &Options) -> Result<u8, CheckError> {
     let known = context(&inputs.entries, stdin.as_ref(), args);
 
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut report = report::start(args.output);
+    let mut report: Box<dyn report::Report> = match args.output {
+        OutputFormat::Json => Box::new(report::Json::default()),
+        OutputFormat::Table => Box::new(report::Table::default()),
+        OutputFormat::Sarif => Box::new(sarif::Sarif::default()),
+    };
     let mut unusable = Vec::new();
     let mut denied = false;
     let mut written = Ok(());

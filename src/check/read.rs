@@ -5,7 +5,7 @@
 
 use std::{fs::OpenOptions, io::Read, os::unix::fs::OpenOptionsExt, path::Path};
 
-use super::load::{LoadError, Skipped};
+use super::errors::{LoadError, Skipped};
 
 /// How much `check` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

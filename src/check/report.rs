@@ -100,14 +100,6 @@ pub(crate) trait Report {
     fn finish(&mut self, out: &mut dyn Write, unusable: &[Unusable]) -> io::Result<()>;
 }
 
-pub(crate) fn start(format: OutputFormat) -> Box<dyn Report> {
-    match format {
-        OutputFormat::Json => Box::new(Json { written: 0 }),
-        OutputFormat::Table => Box::new(Table::default()),
-        OutputFormat::Sarif => Box::new(super::sarif::Sarif::default()),
-    }
-}
-
 /// One entry per unusable input, its error indented under it.
 pub fn unusable_lines(unusable: &[Unusable]) -> String {
     let mut out = String::new();
@@ -122,7 +114,8 @@ pub fn unusable_lines(unusable: &[Unusable]) -> String {
     out
 }
 
-struct Json {
+#[derive(Default)]
+pub(crate) struct Json {
     written: usize,
 }
 
@@ -234,7 +227,7 @@ fn wrapped(out: &mut String, text: &str) {
 /// One line per finding (action, rule, object and where it was read), its
 /// explanation and fix wrapped beneath, so that it fits a terminal.
 #[derive(Default)]
-struct Table {
+pub(crate) struct Table {
     counts: [usize; 4],
     judged: usize,
     exempt: usize,
