@@ -134,24 +134,7 @@ impl CertFacts {
         let (_, cert) =
             x509_parser::parse_x509_certificate(leaf).map_err(|e| unreadable(e.to_string()))?;
         let validity = cert.validity();
-        let mut names = Vec::new();
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => names.push((*d).to_owned()),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
-                        names.push(match ip.len() {
-                            4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
-                            16 => <[u8; 16]>::try_from(*ip)
-                                .map(|b| std::net::Ipv6Addr::from(b).to_string())
-                                .unwrap_or_default(),
-                            _ => continue,
-                        });
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let names = san_names(&cert);
         Ok(CertFacts {
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
@@ -197,6 +180,32 @@ impl CertFacts {
             })
         }
     }
+}
+
+/// The DNS names and IP addresses a certificate is for, as text: what
+/// the served pair and issuer-guard's own certificates are checked against.
+pub(crate) fn san_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            GeneralName::IPAddress(ip) => match ip.len() {
+                4 => <[u8; 4]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Seconds since the Unix epoch.

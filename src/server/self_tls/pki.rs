@@ -65,20 +65,7 @@ impl Cert {
             .map_err(|e| format!("not a PEM certificate: {e}"))?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(&der).map_err(|e| format!("not X.509: {e}"))?;
-        let mut names = Vec::new();
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => names.push((*d).to_owned()),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
-                        if let Some(ip) = ip_of(ip) {
-                            names.push(ip.to_string());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let names = super::super::tls::san_names(&cert);
         Ok(Cert {
             pem: with_newline(pem),
             not_after: cert.validity().not_after.timestamp(),
@@ -97,14 +84,6 @@ impl Cert {
 
     pub fn covers(&self, names: &[String]) -> bool {
         names.iter().all(|n| self.names.contains(n))
-    }
-}
-
-fn ip_of(bytes: &[u8]) -> Option<std::net::IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
-        _ => None,
     }
 }
 
