@@ -18,6 +18,7 @@ pub mod server;
 
 mod cluster;
 mod discovery;
+mod live;
 mod metrics;
 mod policy;
 mod reload;

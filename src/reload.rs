@@ -5,9 +5,12 @@
 //! mtimes of the target files need not change. Reading the files through
 //! their paths (following symlinks) and comparing bytes sees every change.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{fmt::Display, io, path::PathBuf, time::Duration};
 
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::{task::JoinHandle, time::MissedTickBehavior};
+
+use crate::metrics::ResultLabels;
 
 /// A file of the set could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,54 @@ where
             }
         }
     })
+}
+
+/// A set of files whose contents are in force, and how a change to them is
+/// taken in. The serving pair, the client CA bundle and the configuration
+/// share it, so that each gets the same guarantee: a new value is built and
+/// checked before anything is swapped, a value that fails is logged and
+/// counted while the previous one stays in force, and every result is
+/// counted under `results`.
+pub struct Swap {
+    /// Named in the log line when a change is refused ("serving certificate").
+    pub what: String,
+    pub paths: Vec<PathBuf>,
+    /// The contents in force, so that only a change is taken in.
+    pub seen: Vec<Vec<u8>>,
+    pub interval: Duration,
+    pub results: Family<ResultLabels, Counter>,
+}
+
+impl Swap {
+    /// Polls the files and, on each change, builds the next value with
+    /// `build` and hands it to `apply`, which swaps it in and says so.
+    pub fn spawn<T, E, B, A>(self, mut build: B, mut apply: A) -> JoinHandle<()>
+    where
+        E: From<ReadError> + Display,
+        B: FnMut(&[Vec<u8>]) -> Result<T, E> + Send + 'static,
+        A: FnMut(T) + Send + 'static,
+    {
+        let Swap {
+            what,
+            paths,
+            seen,
+            interval,
+            results,
+        } = self;
+        spawn(paths, seen, interval, move |read| {
+            let result = match read.map_err(E::from).and_then(|c| build(&c)) {
+                Ok(next) => {
+                    apply(next);
+                    "success"
+                }
+                Err(error) => {
+                    tracing::error!(%error, "{what} not reloaded; the previous one stays in use");
+                    "error"
+                }
+            };
+            results.get_or_create(&ResultLabels { result }).inc();
+        })
+    }
 }
 
 #[cfg(test)]

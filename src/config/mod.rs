@@ -5,8 +5,6 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod fields;
 mod file;
-mod live;
-mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +14,6 @@ use crate::{
     state::{Discovered, Generation, KeyState, Pattern, Rotation},
 };
 use file::{ConfigFile, RotationFile};
-pub use live::Live;
-pub use watch::watch;
 
 /// The configuration used when no file is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");

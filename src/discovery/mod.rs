@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Caller, Reachability};
 use crate::state::ledger::{Ledger, Observation, Window};
 use crate::{
-    config::Live,
+    live::Live,
     metrics::{Metrics, StageLabels},
 };
 

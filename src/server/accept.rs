@@ -7,6 +7,7 @@
 //! reusing them), and say how many it had to cut when the grace ran out.
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -20,8 +21,11 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How long a connection may sit between requests, or take to send a
 /// request's headers. Longer than the API server's typical request gap so
@@ -97,22 +101,9 @@ pub async fn serve(
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _counted = counted;
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
-            let tls = tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                // A connection that has sent no request yet has nothing to
-                // finish; the client retries elsewhere.
-                _ = stopping.wait_for(|s| *s) => return,
+            let Some(tls) = handshake(&acceptor, tcp, peer, handshake_timeout, &mut stopping).await
+            else {
+                return;
             };
             let connection = builder
                 .serve_connection(TokioIo::new(tls), service)
@@ -130,6 +121,32 @@ pub async fn serve(
     match tokio::time::timeout(limits.grace, graceful.shutdown()).await {
         Ok(()) => Drained::Clean,
         Err(_) => Drained::Cut(live.load(Ordering::Acquire)),
+    }
+}
+
+/// The TLS handshake of one connection, under its deadline. `None` when it
+/// failed, timed out, or the drain began first: a connection that has sent
+/// no request yet has nothing to finish, and the client retries elsewhere.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<TlsStream<TcpStream>> {
+    tokio::select! {
+        done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => match done {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        },
+        _ = stopping.wait_for(|s| *s) => None,
     }
 }
 

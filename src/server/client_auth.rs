@@ -24,10 +24,7 @@ use rustls::{
 use tokio::task::JoinHandle;
 
 use super::tls::TlsError;
-use crate::{
-    metrics::{Metrics, ResultLabels},
-    reload,
-};
+use crate::{metrics::Metrics, reload};
 
 /// Verifies client certificates against the bundle current at each
 /// handshake.
@@ -80,26 +77,20 @@ pub fn watch(
     target: Arc<ReloadingClientVerifier>,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
-    reload::spawn(vec![path.clone()], vec![seen], interval, move |read| {
-        let built = read.map_err(TlsError::from).and_then(|contents| {
-            let pem = contents.first().map_or(&[][..], Vec::as_slice);
-            verifier(&path, pem, &provider)
-        });
-        let result = match built {
-            Ok(next) => {
-                target.current.store(Arc::new(next));
-                tracing::info!(client_ca = %path.display(), "client CA bundle reloaded");
-                "success"
-            }
-            Err(error) => {
-                tracing::error!(%error, "client CA bundle not reloaded; the previous one stays in use");
-                "error"
-            }
-        };
-        metrics
-            .client_ca_reloads
-            .get_or_create(&ResultLabels { result })
-            .inc();
+    let swap = reload::Swap {
+        what: "client CA bundle".to_owned(),
+        paths: vec![path.clone()],
+        seen: vec![seen],
+        interval,
+        results: metrics.client_ca_reloads.clone(),
+    };
+    let build = move |contents: &[Vec<u8>]| {
+        let pem = contents.first().map_or(&[][..], Vec::as_slice);
+        verifier(&path, pem, &provider).map(|v| (v, path.clone()))
+    };
+    swap.spawn(build, move |(next, path)| {
+        target.current.store(Arc::new(next));
+        tracing::info!(client_ca = %path.display(), "client CA bundle reloaded");
     })
 }
 

@@ -46,3 +46,32 @@ impl Signals {
         }
     }
 }
+
+/// Resolves when the listener should stop accepting: after the first
+/// signal and the shutdown delay, or at a second signal.
+pub async fn unready_then_stop(
+    mut signals: Signals,
+    readiness: std::sync::Arc<super::readiness::Readiness>,
+    delay: std::time::Duration,
+) {
+    let signal = signals.recv().await;
+    // Unready first, so that the Service stops sending new reviews here
+    // while the ones already sent are answered. The API server keeps
+    // sending to this pod until its endpoint is gone, so the listener stays
+    // open for the delay.
+    readiness.shutting_down();
+    if !delay.is_zero() {
+        tracing::info!(
+            signal,
+            ?delay,
+            "unready; serving through the shutdown delay"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            again = signals.recv() => {
+                tracing::info!(signal = again, "second signal; cutting the shutdown delay short");
+            }
+        }
+    }
+    tracing::info!(signal, "shutting down");
+}

@@ -18,10 +18,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::task::JoinHandle;
 
-use crate::{
-    metrics::{Metrics, ResultLabels},
-    reload,
-};
+use crate::{metrics::Metrics, reload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -306,38 +303,31 @@ impl PairFiles {
         metrics: Arc<Metrics>,
         expiry_warning: Duration,
     ) -> JoinHandle<()> {
-        let paths = vec![self.cert.clone(), self.key.clone()];
+        let swap = reload::Swap {
+            what: "serving certificate".to_owned(),
+            paths: vec![self.cert.clone(), self.key.clone()],
+            seen: loaded.contents.clone(),
+            interval,
+            results: metrics.tls_reloads.clone(),
+        };
         let mut serving = loaded.facts.clone();
-        reload::spawn(paths, loaded.contents.clone(), interval, move |read| {
-            let checked = read
-                .map_err(TlsError::from)
-                .and_then(|contents| self.parse(&contents, &provider))
-                .and_then(|key| {
-                    let facts = CertFacts::of(&self.cert, &key)?;
-                    facts.check_valid(&self.cert, unix_now())?;
-                    facts.check_covers(&self.cert, &serving)?;
-                    Ok((key, facts))
-                });
-            let result = match checked {
-                Ok((next, facts)) => {
-                    cert.replace(next);
-                    metrics.tls_cert_not_after.set(facts.not_after);
-                    metrics
-                        .tls_cert_expiring
-                        .set(i64::from(expires_within(facts.not_after, expiry_warning)));
-                    tracing::info!(cert = %self.cert.display(), not_after = facts.not_after, "serving certificate reloaded");
-                    serving = facts;
-                    "success"
-                }
-                Err(error) => {
-                    tracing::error!(%error, "serving certificate not reloaded; the previous one stays in use");
-                    "error"
-                }
-            };
+        let cert_path = self.cert.clone();
+        let build = move |contents: &[Vec<u8>]| -> Result<_, TlsError> {
+            let key = self.parse(contents, &provider)?;
+            let facts = CertFacts::of(&self.cert, &key)?;
+            facts.check_valid(&self.cert, unix_now())?;
+            facts.check_covers(&self.cert, &serving)?;
+            // The swap cannot fail from here on, so this is now what serves.
+            serving = facts.clone();
+            Ok((key, facts))
+        };
+        swap.spawn(build, move |(next, facts): (CertifiedKey, CertFacts)| {
+            cert.replace(next);
+            metrics.tls_cert_not_after.set(facts.not_after);
             metrics
-                .tls_reloads
-                .get_or_create(&ResultLabels { result })
-                .inc();
+                .tls_cert_expiring
+                .set(i64::from(expires_within(facts.not_after, expiry_warning)));
+            tracing::info!(cert = %cert_path.display(), not_after = facts.not_after, "serving certificate reloaded");
         })
     }
 }

@@ -1,7 +1,13 @@
-//! The configuration in force: the file's, combined with what discovery has
-//! found. Reviews read only the combined value, one atomic load; the file
-//! watch and discovery each replace their half and the combination is
-//! worked out again off the hot path.
+//! The runtime's state: the configuration in force, which is the file's
+//! combined with what discovery has found. Reviews read only the combined
+//! value, one atomic load; the file watch ([`config_watch`]) and discovery
+//! each replace their half and the combination is worked out again off the
+//! hot path. `config` is the grammar of the file; this room is what a
+//! running webhook does with it.
+
+mod config_watch;
+
+pub use config_watch::watch as watch_config_file;
 
 use std::sync::{
     Arc, Mutex,
@@ -10,8 +16,8 @@ use std::sync::{
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use super::Config;
 use crate::{
+    config::Config,
     metrics::{GenerationLabels, IssuerLabels, KeyLabels, Metrics},
     state::{Discovered, KeyState},
 };
@@ -49,10 +55,6 @@ impl Live {
 
     pub fn file(&self) -> Arc<Config> {
         self.file.load_full()
-    }
-
-    pub fn discovered(&self) -> Option<Arc<Discovered>> {
-        self.discovered.load_full()
     }
 
     pub fn set_file(&self, file: Config) {
