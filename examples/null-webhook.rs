@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run_with_routes(cli.serve.settings(), |_reviews| {
+    let result = runtime.block_on(server::run_with_routes(cli.serve.settings(), |_state| {
         Router::new()
             .route("/mutate", post(null))
             .route("/validate", post(null))

@@ -312,7 +312,7 @@ impl ServeArgs {
         let cluster = if self.no_cluster {
             None
         } else {
-            cluster::Source::pick(self.kubeconfig.as_deref(), Self::in_cluster())
+            cluster::Credentials::pick(self.kubeconfig.as_deref(), Self::in_cluster())
         };
         server::Settings {
             listen: self.listen,

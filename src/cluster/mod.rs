@@ -54,28 +54,28 @@ pub enum ClusterError {
 
 /// Where the client configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Credentials {
     /// A `$PATH`-like list of kubeconfig files.
     Kubeconfig(OsString),
     InCluster,
 }
 
-impl Source {
+impl Credentials {
     /// `None` when no API server is configured. A developer's
     /// ~/.kube/config is never picked up on its own: a webhook that silently
     /// watched whatever cluster the shell points at would be a surprise.
     pub fn pick(kubeconfig: Option<&OsStr>, in_cluster: bool) -> Option<Self> {
         match kubeconfig {
-            Some(k) if !k.is_empty() => Some(Source::Kubeconfig(k.to_owned())),
-            _ if in_cluster => Some(Source::InCluster),
+            Some(k) if !k.is_empty() => Some(Credentials::Kubeconfig(k.to_owned())),
+            _ if in_cluster => Some(Credentials::InCluster),
             _ => None,
         }
     }
 }
 
-pub async fn client(source: &Source) -> Result<Client, ClusterError> {
+pub async fn client(source: &Credentials) -> Result<Client, ClusterError> {
     let config = match source {
-        Source::Kubeconfig(list) => {
+        Credentials::Kubeconfig(list) => {
             let mut merged: Option<Kubeconfig> = None;
             for path in std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()) {
                 let next = Kubeconfig::read_from(&path)?;
@@ -87,7 +87,7 @@ pub async fn client(source: &Source) -> Result<Client, ClusterError> {
             let merged = merged.ok_or(ClusterError::EmptyKubeconfig)?;
             kube::Config::from_custom_kubeconfig(merged, &KubeConfigOptions::default()).await?
         }
-        Source::InCluster => kube::Config::incluster()?,
+        Credentials::InCluster => kube::Config::incluster()?,
     };
     Ok(Client::try_from(config)?)
 }
@@ -192,17 +192,17 @@ mod tests {
     fn picks_kubeconfig_then_in_cluster_then_nothing() {
         let k = OsStr::new("/tmp/kc");
         assert_eq!(
-            Source::pick(Some(k), true),
-            Some(Source::Kubeconfig(k.to_owned()))
+            Credentials::pick(Some(k), true),
+            Some(Credentials::Kubeconfig(k.to_owned()))
         );
-        assert_eq!(Source::pick(None, true), Some(Source::InCluster));
-        assert_eq!(Source::pick(Some(OsStr::new("")), false), None);
-        assert_eq!(Source::pick(None, false), None);
+        assert_eq!(Credentials::pick(None, true), Some(Credentials::InCluster));
+        assert_eq!(Credentials::pick(Some(OsStr::new("")), false), None);
+        assert_eq!(Credentials::pick(None, false), None);
     }
 
     #[tokio::test]
     async fn unreadable_kubeconfig_is_an_error() {
-        let result = client(&Source::Kubeconfig("/nonexistent/kubeconfig".into())).await;
+        let result = client(&Credentials::Kubeconfig("/nonexistent/kubeconfig".into())).await;
         assert!(
             matches!(result, Err(ClusterError::Kubeconfig(_))),
             "{:?}",

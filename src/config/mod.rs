@@ -51,7 +51,7 @@ impl ConfigError {
 
 /// A configuration file as read: what it says, and its bytes.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct LoadedFile {
     pub config: Config,
     pub bytes: Vec<u8>,
 }
@@ -129,13 +129,13 @@ impl Config {
 
     /// Reads and parses the file at `path`, keeping the bytes so that a
     /// watch can tell when they change.
-    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    pub fn load(path: &Path) -> Result<LoadedFile, ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let config = Self::from_bytes(&bytes)?;
-        Ok(Loaded { config, bytes })
+        Ok(LoadedFile { config, bytes })
     }
 
     /// Parses the content of a configuration file. A file with no YAML

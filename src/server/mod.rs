@@ -77,12 +77,12 @@ pub enum ServerError {
 /// Runs until SIGTERM or SIGINT and a drain. Errors are start-up errors;
 /// once serving, failures are logged and the process keeps serving.
 pub async fn run(args: Settings) -> Result<(), ServerError> {
-    run_with_routes(args, routes::reviews).await
+    run_with_routes(args, routes::review_router).await
 }
 
 /// What the review handlers need: the webhook and the metrics they record.
 #[derive(Clone)]
-pub struct Reviews {
+pub struct ReviewState {
     pub webhook: Arc<Webhook>,
     pub metrics: Arc<Metrics>,
 }
@@ -95,7 +95,7 @@ pub struct Reviews {
 /// uses it to measure the stack without the review.
 pub async fn run_with_routes(
     args: Settings,
-    handlers: impl FnOnce(Reviews) -> Router,
+    handlers: impl FnOnce(ReviewState) -> Router,
 ) -> Result<(), ServerError> {
     let signals = startup::preflight(&args)?;
     let metrics = Arc::new(Metrics::new());
@@ -153,9 +153,9 @@ pub async fn run_with_routes(
         metrics.body_budget_waits.clone(),
     );
     let trim = budget.trim_after_bursts();
-    let reviews = Reviews { webhook, metrics };
+    let state = ReviewState { webhook, metrics };
     let app = routes::webhooks(
-        handlers(reviews),
+        handlers(state),
         args.max_body_bytes,
         args.request_timeout,
         budget,

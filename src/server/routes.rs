@@ -19,7 +19,7 @@ use axum::{
 };
 
 use super::{
-    Reviews,
+    ReviewState,
     budget::{self, Budget},
     readiness::Readiness,
 };
@@ -33,11 +33,11 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// The product's `/mutate` and `/validate` handlers, before [`webhooks`]
 /// wraps them in the limits every webhook route gets.
-pub fn reviews(reviews: Reviews) -> Router {
+pub fn review_router(state: ReviewState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .with_state(reviews)
+        .with_state(state)
 }
 
 /// Wraps the webhook handlers in the body limit, the memory budget and the
@@ -125,17 +125,17 @@ async fn declared_length(State(max): State<usize>, request: Request, next: Next)
     }
 }
 
-async fn mutate(State(r): State<Reviews>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&r, Endpoint::Mutate, body)
+async fn mutate(State(r): State<ReviewState>, body: Result<Bytes, BytesRejection>) -> Response {
+    answer(&r, Endpoint::Mutate, body)
 }
 
-async fn validate(State(r): State<Reviews>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&r, Endpoint::Validate, body)
+async fn validate(State(r): State<ReviewState>, body: Result<Bytes, BytesRejection>) -> Response {
+    answer(&r, Endpoint::Validate, body)
 }
 
 /// The review runs on the async worker: it is microseconds of CPU with no
 /// I/O, so moving it to a blocking thread would cost more than it saves.
-fn review(r: &Reviews, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+fn answer(r: &ReviewState, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
     match body {
         Ok(body) => {
             let started = Instant::now();

@@ -29,7 +29,7 @@ pub struct Settings {
     /// Bytes of request bodies read at once; more wait for room.
     pub max_inflight_bytes: usize,
     /// The API server to watch Secrets on; none runs without a cluster.
-    pub cluster: Option<cluster::Source>,
+    pub cluster: Option<cluster::Credentials>,
     /// Whether the legacy token Secrets are watched on that API server.
     pub watch_secrets: bool,
     /// Discovery, when a service account is given.

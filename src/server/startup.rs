@@ -127,7 +127,7 @@ pub(super) struct Cluster {
     pub ledger_read: Option<Arc<AtomicBool>>,
     pub self_tls: Option<Arc<self_tls::Status>>,
     /// The serving pair's files, to be watched; `None` with `--tls-secret`.
-    pub files: Option<(PairFiles, tls::Loaded)>,
+    pub files: Option<(PairFiles, tls::LoadedPair)>,
     _self_tls_task: Option<JoinHandle<()>>,
     _discovery: Option<Discovery>,
 }
@@ -206,7 +206,7 @@ pub(super) enum Serving {
     /// they change.
     Files {
         pair: PairFiles,
-        loaded: tls::Loaded,
+        loaded: tls::LoadedPair,
     },
     /// --tls-secret: issued, rotated and published by `self_tls`.
     Secret(self_tls::Settings),

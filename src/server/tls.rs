@@ -266,12 +266,12 @@ impl PairFiles {
     /// Reads, parses and checks the pair; returns it with what was checked
     /// and the bytes read, which seed the watcher so that it reloads only
     /// what changes after this read.
-    pub fn load(&self, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    pub fn load(&self, provider: &CryptoProvider) -> Result<LoadedPair, TlsError> {
         let contents = reload::read_all(&[self.cert.clone(), self.key.clone()])?;
         let key = self.parse(&contents, provider)?;
         let facts = CertFacts::of(&self.cert, &key)?;
         facts.check_valid(&self.cert, unix_now())?;
-        Ok(Loaded {
+        Ok(LoadedPair {
             key,
             facts,
             contents,
@@ -296,7 +296,7 @@ impl PairFiles {
     /// one covers is logged and counted, and the previous pair keeps serving.
     pub fn watch(
         self,
-        loaded: &Loaded,
+        loaded: &LoadedPair,
         interval: Duration,
         provider: Arc<CryptoProvider>,
         cert: Arc<ReloadingCert>,
@@ -333,7 +333,7 @@ impl PairFiles {
 }
 
 /// A pair as loaded at start-up.
-pub struct Loaded {
+pub struct LoadedPair {
     pub key: CertifiedKey,
     pub facts: CertFacts,
     pub contents: Vec<Vec<u8>>,
