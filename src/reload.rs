@@ -21,7 +21,7 @@ pub struct ReadError {
 }
 
 /// Reads every file of the set, in order.
-pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, ReadError> {
+pub(crate) fn read_all(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, ReadError> {
     paths
         .iter()
         .map(|p| {
@@ -100,7 +100,7 @@ impl Watch {
 /// Polls `paths` every `interval` and calls `on_change` with their new
 /// contents whenever they differ from `initial` and from every later
 /// report, or with the error when they stop being readable.
-pub fn spawn<F>(
+pub(crate) fn spawn<F>(
     paths: Vec<PathBuf>,
     initial: Vec<Vec<u8>>,
     interval: Duration,
@@ -147,7 +147,7 @@ where
 /// checked before anything is swapped, a value that fails is logged and
 /// counted while the previous one stays in force, and every result is
 /// counted under `results`.
-pub struct Swap {
+pub(crate) struct Swap {
     /// Named in the log line when a change is refused ("serving certificate").
     pub what: String,
     pub paths: Vec<PathBuf>,
@@ -160,7 +160,7 @@ pub struct Swap {
 impl Swap {
     /// Polls the files and, on each change, builds the next value with
     /// `build` and hands it to `apply`, which swaps it in and says so.
-    pub fn spawn<T, E, B, A>(self, mut build: B, mut apply: A) -> JoinHandle<()>
+    pub(crate) fn spawn<T, E, B, A>(self, mut build: B, mut apply: A) -> JoinHandle<()>
     where
         E: From<ReadError> + Display,
         B: FnMut(&[Vec<u8>]) -> Result<T, E> + Send + 'static,

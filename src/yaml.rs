@@ -4,13 +4,13 @@ use serde::de::DeserializeOwned;
 
 /// Parses one YAML document. Booleans follow YAML 1.2 Core, so `off`, `no`
 /// and `on` stay strings: `rules: {token-subpath: off}` means the action.
-pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options(text, options())
 }
 
 /// Runs `f` on a streaming deserializer of one document, with the same
 /// options as [`from_str`]: for values too large to build whole.
-pub fn with_deserializer<'de, R, F>(text: &'de str, f: F) -> Result<R, serde_saphyr::Error>
+pub(crate) fn with_deserializer<'de, R, F>(text: &'de str, f: F) -> Result<R, serde_saphyr::Error>
 where
     for<'e> F: FnOnce(serde_saphyr::Deserializer<'de, 'e>) -> Result<R, serde_saphyr::Error>,
 {
@@ -29,7 +29,7 @@ fn options() -> serde_saphyr::Options {
 /// `...` line ends one. Each comes with the 1-based line of the file its
 /// text starts on, so that a line within a document is a line of the file.
 /// Documents are produced one at a time: a large stream is never held twice.
-pub fn documents_at(text: &str) -> Documents<'_> {
+pub(crate) fn documents_at(text: &str) -> Documents<'_> {
     Documents {
         lines: text.lines().enumerate(),
         pending: None,
@@ -39,7 +39,7 @@ pub fn documents_at(text: &str) -> Documents<'_> {
 }
 
 /// The documents of a YAML stream, in order (see [`documents_at`]).
-pub struct Documents<'t> {
+pub(crate) struct Documents<'t> {
     lines: std::iter::Enumerate<std::str::Lines<'t>>,
     /// A document opened by a `---` line already consumed.
     pending: Option<(usize, String)>,

@@ -5,7 +5,10 @@
 
 mod patch;
 pub mod response;
+// Public to the tests and benches through test-support; its items stay
+// `pub` so that one source serves both builds.
 #[cfg(not(feature = "test-support"))]
+#[allow(unreachable_pub)]
 mod review;
 #[cfg(feature = "test-support")]
 pub mod review;
@@ -33,7 +36,7 @@ pub const MATCH_CONDITION_NAME: &str = "not-controller-made";
 
 /// The validating webhook's `matchConditions` expression (CEL): only what a
 /// person submits reaches the fail-closed webhook. It mirrors
-/// [`Origin::of`], and like it lets ephemeral containers through, which a
+/// `Origin::of`, and like it lets ephemeral containers through, which a
 /// person adds even to a controller-made Pod. An expression that fails to
 /// evaluate fails the request closed, so every optional field is tested with
 /// `has()` before it is read: the API server leaves `request.subResource` out

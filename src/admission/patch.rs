@@ -11,11 +11,11 @@ use crate::object::{Marks, MetaView};
 
 /// A key issuer-guard owns and the value it should have; `None` means the
 /// key must be absent.
-pub type Want<'w> = (&'static str, Option<&'w str>);
+pub(super) type Want<'w> = (&'static str, Option<&'w str>);
 
 /// Operations that make `meta` (the object's top-level metadata, `None`
 /// when the object has none) carry the wanted labels and annotations.
-pub fn marks(
+pub(super) fn marks(
     meta: Option<&MetaView<'_>>,
     labels: &[Want<'_>],
     annotations: &[Want<'_>],

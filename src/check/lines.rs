@@ -11,21 +11,21 @@ use serde_saphyr::Spanned;
 
 /// A YAML node with the line of each child.
 #[derive(Debug, Default)]
-pub struct Node {
+pub(super) struct Node {
     entries: Vec<(String, Spanned<Node>)>,
     items: Vec<Spanned<Node>>,
 }
 
 /// The lines of one document's nodes.
 #[derive(Debug)]
-pub struct Lines {
+pub(super) struct Lines {
     root: Spanned<Node>,
 }
 
 impl Lines {
     /// `None` when the document is not YAML this reader takes (JSON input
     /// is read without positions).
-    pub fn read(document: &str) -> Option<Lines> {
+    pub(super) fn read(document: &str) -> Option<Lines> {
         serde_saphyr::from_str::<Spanned<Node>>(document)
             .ok()
             .map(|root| Lines { root })
@@ -33,7 +33,7 @@ impl Lines {
 
     /// The 1-based line, within the document, of the deepest node of
     /// `path` that exists.
-    pub fn line_of(&self, path: &str) -> Option<u64> {
+    pub(super) fn line_of(&self, path: &str) -> Option<u64> {
         let mut at = &self.root;
         let mut line = None;
         for step in steps(path) {

@@ -101,7 +101,7 @@ pub(crate) trait Report {
 }
 
 /// One entry per unusable input, its error indented under it.
-pub fn unusable_lines(unusable: &[Unusable]) -> String {
+pub(super) fn unusable_lines(unusable: &[Unusable]) -> String {
     let mut out = String::new();
     for u in unusable {
         let text = u.error.to_string();

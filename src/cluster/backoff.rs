@@ -9,12 +9,12 @@ use std::time::Duration;
 use kube::runtime::utils::Backoff;
 
 /// The first wait after a failure.
-pub const FIRST: Duration = Duration::from_millis(200);
+pub(super) const FIRST: Duration = Duration::from_millis(200);
 /// The longest wait: an API server back from a restart is found within it.
-pub const MAX: Duration = Duration::from_secs(2);
+pub(super) const MAX: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
-pub struct CappedBackoff {
+pub(crate) struct CappedBackoff {
     next: Duration,
 }
 

@@ -28,9 +28,9 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
-pub use backoff::CappedBackoff;
-pub use reach::{Caller, Reachability, no_answer, watch_no_answer};
-pub use secrets::LegacyTokenCache;
+pub(crate) use backoff::CappedBackoff;
+pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
+pub(crate) use secrets::LegacyTokenCache;
 pub(crate) use tls_secret::{Stored, TlsSecret, Written};
 pub(crate) use webhook_configurations::{Registered, WebhookConfigurations};
 
@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 
 /// A watch that has failed for longer than this is logged at WARN: reviews
 /// are then judged against a cache that may miss new legacy token Secrets.
-pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -73,7 +73,7 @@ impl Credentials {
     }
 }
 
-pub async fn client(source: &Credentials) -> Result<Client, ClusterError> {
+pub(crate) async fn client(source: &Credentials) -> Result<Client, ClusterError> {
     let config = match source {
         Credentials::Kubeconfig(list) => {
             let mut merged: Option<Kubeconfig> = None;
@@ -104,7 +104,7 @@ const PAGE_SIZE: u32 = 100;
 /// whose RBAC caches are still loading included, with a short capped
 /// backoff. How long the watch has been failing is a metric, and past
 /// [`STALE_AFTER`] a warning.
-pub fn watch_secrets(
+pub(crate) fn watch_secrets(
     client: Client,
     cache: Arc<LegacyTokenCache>,
     metrics: Arc<Metrics>,

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kube::runtime::watcher;
 
 #[derive(Debug, Default)]
-pub struct Reachability {
+pub(crate) struct Reachability {
     down: AtomicBool,
 }
 
 /// Who met the API server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
+pub(crate) enum Caller {
     SecretWatch,
     LedgerWatch,
     Discovery,
@@ -23,7 +23,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Caller::SecretWatch => "Secret watch",
             Caller::LedgerWatch => "ledger watch",
@@ -36,7 +36,7 @@ impl Caller {
 impl Reachability {
     /// A request that got no answer. Returns whether this started the
     /// outage (and was logged).
-    pub fn no_answer(&self, caller: Caller, error: &dyn std::fmt::Display) -> bool {
+    pub(crate) fn no_answer(&self, caller: Caller, error: &dyn std::fmt::Display) -> bool {
         let first = !self.down.swap(true, Ordering::AcqRel);
         if first {
             tracing::warn!(
@@ -51,7 +51,7 @@ impl Reachability {
     }
 
     /// A request that got an answer, whatever it said.
-    pub fn answered(&self, caller: Caller) {
+    pub(crate) fn answered(&self, caller: Caller) {
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!(caller = caller.as_str(), "API server reachable again");
         }
@@ -65,7 +65,7 @@ impl Reachability {
 
 /// The API server did not answer at all (no connection, a broken stream),
 /// as opposed to answering with a refusal: a 403 is not an outage.
-pub fn no_answer(error: &kube::Error) -> bool {
+pub(crate) fn no_answer(error: &kube::Error) -> bool {
     matches!(
         error,
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
@@ -73,7 +73,7 @@ pub fn no_answer(error: &kube::Error) -> bool {
 }
 
 /// [`no_answer`] for a watch's error.
-pub fn watch_no_answer(error: &watcher::Error) -> bool {
+pub(crate) fn watch_no_answer(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::rules::{LegacySecrets, SecretIndex};
 
-pub struct LegacyTokenCache {
+pub(crate) struct LegacyTokenCache {
     current: ArcSwap<LegacySecrets>,
     /// The relist in progress: published whole at `InitDone`, so that a
     /// review never sees a set that is only partly listed.
@@ -30,7 +30,7 @@ pub struct LegacyTokenCache {
 
 impl LegacyTokenCache {
     /// An empty cache that is not ready until the watch has listed once.
-    pub fn new(gauge: Gauge) -> Self {
+    pub(crate) fn new(gauge: Gauge) -> Self {
         Self {
             current: ArcSwap::from_pointee(LegacySecrets::default()),
             relist: Mutex::new(None),
@@ -40,7 +40,7 @@ impl LegacyTokenCache {
     }
 
     /// An empty cache that is ready at once, for running without a cluster.
-    pub fn without_cluster(gauge: Gauge) -> Self {
+    pub(crate) fn without_cluster(gauge: Gauge) -> Self {
         let cache = Self::new(gauge);
         cache.synced.store(true, Ordering::Release);
         cache
@@ -49,7 +49,7 @@ impl LegacyTokenCache {
     /// True once a complete list of the cluster's Secrets has been seen.
     /// Stays true while the watch reconnects: the last known set is a better
     /// answer than refusing reviews.
-    pub fn is_synced(&self) -> bool {
+    pub(crate) fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
@@ -58,7 +58,7 @@ impl LegacyTokenCache {
         self.current.load().len()
     }
 
-    pub fn apply(&self, event: Event<PartialObjectMeta<Secret>>) {
+    pub(crate) fn apply(&self, event: Event<PartialObjectMeta<Secret>>) {
         match event {
             Event::Init => {
                 *self.relist_slot() = Some(LegacySecrets::default());

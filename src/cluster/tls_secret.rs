@@ -27,7 +27,7 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    pub fn of(secret: Secret) -> Self {
+    pub(crate) fn of(secret: Secret) -> Self {
         let meta = secret.metadata;
         Stored {
             data: secret
@@ -67,7 +67,7 @@ const ABOUT: (&str, &str) = (
 );
 
 impl TlsSecret {
-    pub fn new(client: Client, namespace: &str, name: &str) -> Self {
+    pub(crate) fn new(client: Client, namespace: &str, name: &str) -> Self {
         TlsSecret {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
@@ -75,7 +75,7 @@ impl TlsSecret {
         }
     }
 
-    pub async fn get(&self) -> Result<Option<Stored>, kube::Error> {
+    pub(crate) async fn get(&self) -> Result<Option<Stored>, kube::Error> {
         Ok(self.api.get_opt(&self.name).await?.map(Stored::of))
     }
 
@@ -83,7 +83,7 @@ impl TlsSecret {
     /// carrying its resourceVersion. `data` sets the keys it names and
     /// `annotations` the annotations it names (None removes one); the keys,
     /// annotations and labels of anyone else are kept.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         read: Option<&Stored>,
         data: BTreeMap<String, Option<Vec<u8>>>,
@@ -148,7 +148,7 @@ impl TlsSecret {
 
     /// Every change of the Secret, by name only: the field selector is what
     /// lets RBAC grant list and watch on this one name.
-    pub fn watch(
+    pub(crate) fn watch(
         &self,
     ) -> impl Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + use<> {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));

@@ -27,7 +27,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Kind::Mutating => "MutatingWebhookConfiguration",
             Kind::Validating => "ValidatingWebhookConfiguration",
@@ -46,7 +46,7 @@ pub(crate) struct Registered {
 
 impl Registered {
     /// Whether every webhook already carries exactly `bundle`.
-    pub fn carries(&self, bundle: &[u8]) -> bool {
+    pub(crate) fn carries(&self, bundle: &[u8]) -> bool {
         self.webhooks.iter().all(|(_, b)| b == bundle)
     }
 }
@@ -58,7 +58,7 @@ pub(crate) struct WebhookConfigurations {
 }
 
 impl WebhookConfigurations {
-    pub fn new(client: Client, name: &str) -> Self {
+    pub(crate) fn new(client: Client, name: &str) -> Self {
         WebhookConfigurations {
             mutating: Api::all(client.clone()),
             validating: Api::all(client),
@@ -68,7 +68,7 @@ impl WebhookConfigurations {
 
     /// Both configurations, mutating first; None for one that does not
     /// exist.
-    pub async fn read(&self) -> Result<[Option<Registered>; 2], kube::Error> {
+    pub(crate) async fn read(&self) -> Result<[Option<Registered>; 2], kube::Error> {
         let bundle = |b: Option<k8s_openapi::ByteString>| b.map(|b| b.0).unwrap_or_default();
         let mutating = self
             .mutating
@@ -104,7 +104,11 @@ impl WebhookConfigurations {
     /// Sets `bundle` as the caBundle of every webhook of `read`, if the
     /// configuration has not changed since it was read. `Ok(false)` when it
     /// had (409): read again.
-    pub async fn set_bundle(&self, read: &Registered, bundle: &[u8]) -> Result<bool, kube::Error> {
+    pub(crate) async fn set_bundle(
+        &self,
+        read: &Registered,
+        bundle: &[u8],
+    ) -> Result<bool, kube::Error> {
         let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
         let webhooks: Vec<serde_json::Value> = read
             .webhooks

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConfigFile {
+pub(super) struct ConfigFile {
     #[serde(default)]
     pub generation: Option<GenerationFile>,
     #[serde(default)]
@@ -23,14 +23,14 @@ pub struct ConfigFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GenerationFile {
+pub(super) struct GenerationFile {
     #[serde(default, rename = "static")]
     pub static_: Option<StaticGenerationFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StaticGenerationFile {
+pub(super) struct StaticGenerationFile {
     #[serde(default)]
     pub number: Option<u64>,
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct StaticGenerationFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RotationFile {
+pub(super) struct RotationFile {
     #[serde(default)]
     pub retiring_issuers: Vec<String>,
     #[serde(default)]

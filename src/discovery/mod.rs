@@ -33,10 +33,10 @@ use crate::{
 };
 
 /// The default name of the ledger ConfigMap.
-pub const DEFAULT_LEDGER: &str = "issuer-guard-ledger";
+pub(crate) const DEFAULT_LEDGER: &str = "issuer-guard-ledger";
 /// The audience of the tokens issuer-guard mints for itself: one no relying
 /// party accepts, so such a token is useless to anyone who steals it.
-pub const DEFAULT_AUDIENCE: &str = "issuer-guard.io/discovery";
+pub(crate) const DEFAULT_AUDIENCE: &str = "issuer-guard.io/discovery";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -122,7 +122,7 @@ impl DiscoveryError {
 
 /// issuer-guard's own ServiceAccount, which it mints tokens for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceAccountRef {
+pub(crate) struct ServiceAccountRef {
     pub namespace: String,
     pub name: String,
 }
@@ -144,7 +144,7 @@ impl std::str::FromStr for ServiceAccountRef {
 }
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub account: ServiceAccountRef,
     /// The ledger ConfigMap, in the account's namespace.
     pub ledger: String,
@@ -155,13 +155,13 @@ pub struct Settings {
 
 /// The running discovery: whether the ledger has been read once, which is
 /// what readiness waits for.
-pub struct Discovery {
+pub(crate) struct Discovery {
     pub synced: Arc<AtomicBool>,
     _tasks: [JoinHandle<()>; 2],
 }
 
 /// Starts the ledger watch and the probe loop.
-pub fn spawn(
+pub(crate) fn spawn(
     client: Client,
     settings: Settings,
     live: Arc<Live>,

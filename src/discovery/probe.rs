@@ -15,15 +15,15 @@ use serde::Deserialize;
 
 use super::{DiscoveryError, ServiceAccountRef, Stage};
 
-pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
-pub const JWKS: &str = "/openid/v1/jwks";
+pub(super) const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+pub(super) const JWKS: &str = "/openid/v1/jwks";
 /// The API server's minimum for a TokenRequest; the token is read at once
 /// and thrown away.
 const TOKEN_SECONDS: i64 = 600;
 
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
+pub(super) struct Seen {
     pub issuer: String,
     pub key_id: String,
     pub verifying: Vec<String>,
@@ -46,7 +46,7 @@ struct Claims {
 #[cfg(test)]
 mod tests;
 
-pub async fn probe(
+pub(super) async fn probe(
     client: &Client,
     account: &ServiceAccountRef,
     audience: &str,
@@ -82,7 +82,7 @@ pub async fn probe(
 /// `jwks` and it is meant for `audience` and unexpired. Nothing about a
 /// token that does not verify is believed: a forged or mangled one would
 /// otherwise start a new generation.
-pub fn believe(
+pub(super) fn believe(
     token: &str,
     jwks: &JwkSet,
     audience: &str,

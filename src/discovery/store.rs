@@ -19,13 +19,13 @@ use super::{DiscoveryError, Stage};
 /// probe tries again.
 const ATTEMPTS: usize = 5;
 
-pub struct Store {
+pub(super) struct Store {
     api: Api<ConfigMap>,
     pub name: String,
 }
 
 impl Store {
-    pub fn new(api: Api<ConfigMap>, name: String) -> Self {
+    pub(super) fn new(api: Api<ConfigMap>, name: String) -> Self {
         Self { api, name }
     }
 
@@ -33,7 +33,7 @@ impl Store {
     /// changed. Returns the ledger now stored. With no ledger stored, it
     /// starts from `seed`, the last one this replica read, so that a deleted
     /// ConfigMap comes back with its numbers rather than starting over.
-    pub async fn update(
+    pub(super) async fn update(
         &self,
         seed: Option<&Ledger>,
         mut change: impl FnMut(&mut Ledger) -> bool,
@@ -111,7 +111,7 @@ impl Store {
 
 /// The ledger in a ConfigMap. A ledger that does not parse is never
 /// overwritten: it is history that a careless write would lose.
-pub fn parse(name: &str, map: &ConfigMap) -> Result<Ledger, DiscoveryError> {
+pub(super) fn parse(name: &str, map: &ConfigMap) -> Result<Ledger, DiscoveryError> {
     ledger::from_data(|key| map.data.as_ref()?.get(key).map(String::as_str)).map_err(|message| {
         DiscoveryError::Ledger {
             name: name.to_owned(),

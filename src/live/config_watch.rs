@@ -18,7 +18,7 @@ use crate::{
 /// `live`, which combines it with what discovery found and says what the
 /// change does to stamps and enforcement. `seen` is the content already in
 /// force.
-pub fn watch(
+pub(crate) fn watch(
     path: PathBuf,
     seen: Vec<u8>,
     interval: Duration,

@@ -7,7 +7,7 @@
 
 mod config_watch;
 
-pub use config_watch::watch as watch_config_file;
+pub(crate) use config_watch::watch as watch_config_file;
 
 use std::sync::{
     Arc, Mutex,
@@ -22,7 +22,7 @@ use crate::{
     state::{Discovered, KeyState},
 };
 
-pub struct Live {
+pub(crate) struct Live {
     file: ArcSwap<Config>,
     discovered: ArcSwapOption<Discovered>,
     effective: Arc<ArcSwap<Config>>,
@@ -35,7 +35,7 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(file: Config, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(file: Config, metrics: Arc<Metrics>) -> Arc<Self> {
         let live = Arc::new(Self {
             effective: Arc::new(ArcSwap::from_pointee(file.clone())),
             file: ArcSwap::from_pointee(file),
@@ -49,20 +49,20 @@ impl Live {
     }
 
     /// What reviews read.
-    pub fn effective(&self) -> Arc<ArcSwap<Config>> {
+    pub(crate) fn effective(&self) -> Arc<ArcSwap<Config>> {
         self.effective.clone()
     }
 
-    pub fn file(&self) -> Arc<Config> {
+    pub(crate) fn file(&self) -> Arc<Config> {
         self.file.load_full()
     }
 
-    pub fn set_file(&self, file: Config) {
+    pub(crate) fn set_file(&self, file: Config) {
         self.file.store(Arc::new(file));
         self.recombine();
     }
 
-    pub fn set_discovered(&self, found: Discovered) {
+    pub(crate) fn set_discovered(&self, found: Discovered) {
         if self.discovered.load().as_deref() == Some(&found) {
             return;
         }
@@ -164,7 +164,7 @@ impl Live {
 
 /// What a change does to the stamp or the enforcement, in words: an
 /// operator must never learn from a denied deploy that a rotation vanished.
-pub fn enforcement_changes(before: &Config, next: &Config) -> Vec<String> {
+pub(crate) fn enforcement_changes(before: &Config, next: &Config) -> Vec<String> {
     let mut changes = Vec::new();
     let (b, n) = (&before.generation, &next.generation);
     if (b.number, &b.issuer, &b.key_id) != (n.number, &n.issuer, &n.key_id) {

@@ -68,7 +68,7 @@ impl Policy {
 
 /// The action for a finding before overrides: in enforce mode a certain
 /// breakage is denied, everything else is warned about and labelled.
-pub fn default_action(mode: Mode, certain: bool) -> Action {
+pub(super) fn default_action(mode: Mode, certain: bool) -> Action {
     match (mode, certain) {
         (Mode::Enforce, true) => Action::Deny,
         _ => Action::Label,

@@ -9,7 +9,7 @@
 mod action;
 mod verdict;
 
-pub use action::{Action, Mode, Policy};
+pub(crate) use action::{Action, Mode, Policy};
 
 use crate::{
     object::{Kind, ObjectView, PodSpecRef},
@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The annotation listing rules an object opts out of, comma-separated.
-pub const IGNORE_ANNOTATION: &str = "issuer-guard.io/ignore";
+pub(crate) const IGNORE_ANNOTATION: &str = "issuer-guard.io/ignore";
 
 /// Why a deny became a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Subject<'o, 'a> {
 /// Judges one object end to end, the same way for the webhook and `check`:
 /// skips exempt namespaces, runs the rules on its pod spec and decides what
 /// each finding does.
-pub fn assess(policy: &Policy, ctx: &Context<'_>, subject: Subject<'_, '_>) -> Verdict {
+pub(crate) fn assess(policy: &Policy, ctx: &Context<'_>, subject: Subject<'_, '_>) -> Verdict {
     if policy.is_exempt(subject.namespace) {
         return Verdict {
             exempt: true,
@@ -109,7 +109,7 @@ pub fn assess(policy: &Policy, ctx: &Context<'_>, subject: Subject<'_, '_>) -> V
 }
 
 /// Decides every finding. `old` holds the old object's findings on UPDATE.
-pub fn decide(
+pub(crate) fn decide(
     policy: &Policy,
     findings: Vec<Finding>,
     ignore: Option<&str>,

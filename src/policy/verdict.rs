@@ -7,9 +7,9 @@ use super::{Action, Decided, IGNORE_ANNOTATION, Verdict};
 use crate::rules::{MAX_WARNING_CHARS, RuleId, truncate_chars};
 
 /// Finding warnings in one response; more are summed up in one line.
-pub const MAX_FINDING_WARNINGS: usize = 20;
+pub(super) const MAX_FINDING_WARNINGS: usize = 20;
 /// Denied findings spelled out in a denial; the rest are counted.
-pub const MAX_DENIED_LISTED: usize = 10;
+pub(super) const MAX_DENIED_LISTED: usize = 10;
 
 impl Verdict {
     pub fn denied(&self) -> impl Iterator<Item = &Decided> {

@@ -37,14 +37,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// the loop does not spin while connections close.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub struct Limits {
+pub(super) struct Limits {
     pub handshake_timeout: Duration,
     pub grace: Duration,
 }
 
 /// How the drain ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Drained {
+pub(super) enum Drained {
     /// Every connection finished within the grace.
     Clean,
     /// The grace ran out with this many connections still open.
@@ -52,7 +52,7 @@ pub enum Drained {
 }
 
 /// Serves `app` over TLS until `stop` completes, then drains.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,

@@ -31,7 +31,7 @@ const LARGE_BODY: usize = 1 << 20;
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
-pub struct Budget {
+pub(super) struct Budget {
     bytes: Arc<Semaphore>,
     total: usize,
     max_body: usize,
@@ -42,7 +42,7 @@ pub struct Budget {
 impl Budget {
     /// `total` must be at least `max_body`, or a largest request could
     /// never be admitted.
-    pub fn new(total: usize, max_body: usize, waits: Counter) -> Self {
+    pub(super) fn new(total: usize, max_body: usize, waits: Counter) -> Self {
         // A semaphore holds at most MAX_PERMITS; more would be no bound.
         let total = total.min(Semaphore::MAX_PERMITS);
         Self {
@@ -55,7 +55,7 @@ impl Budget {
     }
 
     /// Trims the heap once nothing is in flight after large bodies were seen.
-    pub fn trim_after_bursts(&self) -> JoinHandle<()> {
+    pub(super) fn trim_after_bursts(&self) -> JoinHandle<()> {
         let budget = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TRIM_EVERY);
@@ -73,7 +73,11 @@ impl Budget {
 
 /// Reserves the request's body size (its declared length, or the largest
 /// body allowed when it declares none) for as long as it is handled.
-pub async fn reserve(State(budget): State<Budget>, request: Request, next: Next) -> Response {
+pub(super) async fn reserve(
+    State(budget): State<Budget>,
+    request: Request,
+    next: Next,
+) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

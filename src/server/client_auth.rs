@@ -29,12 +29,12 @@ use crate::{metrics::Metrics, reload};
 /// Verifies client certificates against the bundle current at each
 /// handshake.
 #[derive(Debug)]
-pub struct ReloadingClientVerifier {
+pub(super) struct ReloadingClientVerifier {
     current: ArcSwap<Arc<dyn ClientCertVerifier>>,
 }
 
 impl ReloadingClientVerifier {
-    pub fn new(initial: Arc<dyn ClientCertVerifier>) -> Self {
+    pub(super) fn new(initial: Arc<dyn ClientCertVerifier>) -> Self {
         Self {
             current: ArcSwap::from_pointee(initial),
         }
@@ -46,7 +46,7 @@ impl ReloadingClientVerifier {
 }
 
 /// A verifier requiring certificates signed by the PEM bundle `pem`.
-pub fn verifier(
+pub(super) fn verifier(
     path: &Path,
     pem: &[u8],
     provider: &Arc<CryptoProvider>,
@@ -69,7 +69,7 @@ pub fn verifier(
 }
 
 /// Re-reads the bundle every `interval` and swaps in each good new one.
-pub fn watch(
+pub(super) fn watch(
     path: PathBuf,
     seen: Vec<u8>,
     interval: Duration,

@@ -15,16 +15,16 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Probes and scrapes open a connection or two at a time; more than this
 /// is someone holding connections open.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(super) const MAX_CONNECTIONS: usize = 64;
 /// How long a client has to send its request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection may live, whatever it does.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause after a failed accept (usually out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` for the life of the process.
-pub async fn serve(listener: TcpListener, app: Router) {
+pub(super) async fn serve(listener: TcpListener, app: Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = http1::Builder::new();
     builder
@@ -58,7 +58,7 @@ pub async fn serve(listener: TcpListener, app: Router) {
 /// Raises the soft limit on open files to the hard limit, so that the
 /// process is not held to the common default of 1,024 while the hard limit
 /// allows more. Returns the limit in force.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
+pub(super) fn raise_open_files_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

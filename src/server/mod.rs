@@ -6,7 +6,10 @@ mod accept;
 mod allocator;
 mod budget;
 mod client_auth;
+// Public to the tests and benches through test-support; its items stay
+// `pub` so that one source serves both builds.
 #[cfg(not(feature = "test-support"))]
+#[allow(unreachable_pub)]
 mod devcert;
 #[cfg(feature = "test-support")]
 pub mod devcert;

@@ -14,7 +14,7 @@ use std::sync::{
 use super::self_tls;
 use crate::cluster::LegacyTokenCache;
 
-pub struct Readiness {
+pub(super) struct Readiness {
     shutting_down: AtomicBool,
     secrets: Arc<LegacyTokenCache>,
     /// With discovery, whether the ledger has been read once: until then
@@ -26,7 +26,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn new(
+    pub(super) fn new(
         secrets: Arc<LegacyTokenCache>,
         ledger_read: Option<Arc<AtomicBool>>,
         self_tls: Option<Arc<self_tls::Status>>,
@@ -39,16 +39,16 @@ impl Readiness {
         }
     }
 
-    pub fn shutting_down(&self) {
+    pub(super) fn shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(super) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 
     /// `Ok` when ready, otherwise every reason it is not.
-    pub fn check(&self) -> Result<(), Vec<&'static str>> {
+    pub(super) fn check(&self) -> Result<(), Vec<&'static str>> {
         let mut missing = Vec::new();
         if self.shutting_down.load(Ordering::Acquire) {
             missing.push("shutting down");

@@ -33,7 +33,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// The product's `/mutate` and `/validate` handlers, before [`webhooks`]
 /// wraps them in the limits every webhook route gets.
-pub fn review_router(state: ReviewState) -> Router {
+pub(super) fn review_router(state: ReviewState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
@@ -42,7 +42,7 @@ pub fn review_router(state: ReviewState) -> Router {
 
 /// Wraps the webhook handlers in the body limit, the memory budget and the
 /// request deadline, and closes connections once shutting down.
-pub fn webhooks(
+pub(super) fn webhooks(
     handlers: Router,
     max_body_bytes: usize,
     deadline: Duration,
@@ -206,7 +206,7 @@ struct Health {
     metrics: Arc<Metrics>,
 }
 
-pub fn health(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
+pub(super) fn health(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

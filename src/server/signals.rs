@@ -5,14 +5,14 @@
 use std::io;
 
 #[cfg(unix)]
-pub struct Signals {
+pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
 impl Signals {
-    pub fn install() -> io::Result<Self> {
+    pub(super) fn install() -> io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             term: signal(SignalKind::terminate())?,
@@ -21,7 +21,7 @@ impl Signals {
     }
 
     /// Waits for the next signal and names it.
-    pub async fn recv(&mut self) -> &'static str {
+    pub(super) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
@@ -49,7 +49,7 @@ impl Signals {
 
 /// Resolves when the listener should stop accepting: after the first
 /// signal and the shutdown delay, or at a second signal.
-pub async fn unready_then_stop(
+pub(super) async fn unready_then_stop(
     mut signals: Signals,
     readiness: std::sync::Arc<super::readiness::Readiness>,
     delay: std::time::Duration,

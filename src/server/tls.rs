@@ -73,13 +73,13 @@ pub enum TlsError {
 }
 
 /// The crypto provider of every TLS endpoint of the process.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Parses a certificate chain and its key, and checks that they belong
 /// together: a mismatched pair would fail every handshake.
-pub fn certified_key(
+pub(super) fn certified_key(
     cert_path: &Path,
     cert_pem: &[u8],
     key_path: &Path,
@@ -111,7 +111,7 @@ pub fn certified_key(
 /// What issuer-guard checks of a serving certificate: when it is valid and
 /// the names it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFacts {
+pub(super) struct CertFacts {
     pub not_before: i64,
     pub not_after: i64,
     /// DNS names and IP addresses of the subject alternative names.
@@ -119,7 +119,7 @@ pub struct CertFacts {
 }
 
 impl CertFacts {
-    pub fn of(path: &Path, key: &CertifiedKey) -> Result<CertFacts, TlsError> {
+    pub(super) fn of(path: &Path, key: &CertifiedKey) -> Result<CertFacts, TlsError> {
         let unreadable = |message: String| TlsError::Unreadable {
             path: path.to_owned(),
             message,
@@ -142,7 +142,7 @@ impl CertFacts {
     /// Refuses a certificate that cannot serve now: not yet valid, or
     /// expired. Loading one would fail every handshake, and with a
     /// fail-closed registration every admission.
-    pub fn check_valid(&self, path: &Path, now: i64) -> Result<(), TlsError> {
+    pub(super) fn check_valid(&self, path: &Path, now: i64) -> Result<(), TlsError> {
         if now < self.not_before {
             return Err(TlsError::NotYetValid {
                 path: path.to_owned(),
@@ -161,7 +161,7 @@ impl CertFacts {
     }
 
     /// Refuses a replacement that drops a name the served certificate covers.
-    pub fn check_covers(&self, path: &Path, serving: &CertFacts) -> Result<(), TlsError> {
+    pub(super) fn check_covers(&self, path: &Path, serving: &CertFacts) -> Result<(), TlsError> {
         let missing: Vec<String> = serving
             .names
             .iter()
@@ -206,7 +206,7 @@ pub(crate) fn san_names(cert: &x509_parser::certificate::X509Certificate<'_>) ->
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -214,18 +214,18 @@ pub fn unix_now() -> i64 {
 
 /// Hands every handshake the pair current at that moment.
 #[derive(Debug)]
-pub struct ReloadingCert {
+pub(super) struct ReloadingCert {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl ReloadingCert {
-    pub fn new(initial: CertifiedKey) -> Self {
+    pub(super) fn new(initial: CertifiedKey) -> Self {
         Self {
             current: ArcSwap::from_pointee(initial),
         }
     }
 
-    pub fn replace(&self, next: CertifiedKey) {
+    pub(super) fn replace(&self, next: CertifiedKey) {
         self.current.store(Arc::new(next));
     }
 }
@@ -239,7 +239,7 @@ impl ResolvesServerCert for ReloadingCert {
 /// TLS 1.2 and 1.3 with ring. Only HTTP/1.1 is offered: kube-apiserver
 /// talks HTTP/1.1 to webhooks, and one protocol keeps draining simple.
 /// With `client_auth`, clients must present a certificate it accepts.
-pub fn server_config(
+pub(super) fn server_config(
     provider: Arc<CryptoProvider>,
     cert: Arc<ReloadingCert>,
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
@@ -257,7 +257,7 @@ pub fn server_config(
 }
 
 /// The certificate and key files, read once at start-up.
-pub struct PairFiles {
+pub(super) struct PairFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -266,7 +266,7 @@ impl PairFiles {
     /// Reads, parses and checks the pair; returns it with what was checked
     /// and the bytes read, which seed the watcher so that it reloads only
     /// what changes after this read.
-    pub fn load(&self, provider: &CryptoProvider) -> Result<LoadedPair, TlsError> {
+    pub(super) fn load(&self, provider: &CryptoProvider) -> Result<LoadedPair, TlsError> {
         let contents = reload::read_all(&[self.cert.clone(), self.key.clone()])?;
         let key = self.parse(&contents, provider)?;
         let facts = CertFacts::of(&self.cert, &key)?;
@@ -294,7 +294,7 @@ impl PairFiles {
     /// Swaps in the pair whenever the files change. A pair that does not
     /// parse, does not match, is not valid now, or drops a name the served
     /// one covers is logged and counted, and the previous pair keeps serving.
-    pub fn watch(
+    pub(super) fn watch(
         self,
         loaded: &LoadedPair,
         interval: Duration,
@@ -333,21 +333,21 @@ impl PairFiles {
 }
 
 /// A pair as loaded at start-up.
-pub struct LoadedPair {
+pub(super) struct LoadedPair {
     pub key: CertifiedKey,
     pub facts: CertFacts,
     pub contents: Vec<Vec<u8>>,
 }
 
 /// Whether a certificate with this notAfter expires within `window`.
-pub fn expires_within(not_after: i64, window: Duration) -> bool {
+pub(super) fn expires_within(not_after: i64, window: Duration) -> bool {
     let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
     not_after.saturating_sub(unix_now()) < window
 }
 
 /// Watches the served certificate's expiry: sets the expiring gauge while it
 /// is within `window` of its notAfter, and says so in the log once an hour.
-pub fn watch_expiry(metrics: Arc<Metrics>, window: Duration) -> JoinHandle<()> {
+pub(super) fn watch_expiry(metrics: Arc<Metrics>, window: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_warned: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(30));

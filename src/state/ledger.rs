@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Discovered, Generation, KeyState};
 
 /// The ConfigMap key that holds the ledger as JSON.
-pub const DATA_KEY: &str = "ledger.json";
+pub(crate) const DATA_KEY: &str = "ledger.json";
 
 /// Bounds on history, so the ConfigMap stays far below its 1 MiB limit even
 /// after years of rotations. The oldest entries go first.
@@ -22,7 +22,7 @@ const MAX_KEYS: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Ledger {
+pub(crate) struct Ledger {
     #[serde(default)]
     pub generations: Vec<GenerationEntry>,
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct Ledger {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GenerationEntry {
+pub(crate) struct GenerationEntry {
     pub number: u64,
     pub issuer: String,
     pub key_id: String,
@@ -47,7 +47,7 @@ pub struct GenerationEntry {
 /// A key the JWKS listed: it verifies while it is seen there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyEntry {
+pub(crate) struct KeyEntry {
     pub key_id: String,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
@@ -55,7 +55,7 @@ pub struct KeyEntry {
 
 /// One successful probe of the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// The `iss` of a verified token the API server just minted.
     pub issuer: String,
     /// Its header's `kid`.
@@ -69,13 +69,13 @@ pub struct Observation {
 /// seen now. It spans a rolling control-plane upgrade, during which
 /// consecutive probes may see the old and the new signer in turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window(pub Duration);
+pub(crate) struct Window(pub Duration);
 
 impl Window {
     /// A `last_seen` is only moved forward once it is this old: every
     /// replica probes every interval, and writing each probe would turn
     /// the ledger into a hot object.
-    pub fn refresh(&self) -> Duration {
+    pub(crate) fn refresh(&self) -> Duration {
         self.0 / 5
     }
 }
@@ -84,7 +84,7 @@ impl Ledger {
     /// Records `seen`, numbering a new pair after the highest number used
     /// (or `first_number` in an empty ledger). Returns whether anything
     /// changed, so that an unchanged ledger is not written back.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         seen: &Observation,
         first_number: u64,
@@ -182,13 +182,13 @@ impl Ledger {
     /// so (highest number, newest observation) orders the versions of one
     /// ledger; a watch event that arrives after this replica's own newer
     /// write is behind by it.
-    pub fn is_at_least(&self, other: &Ledger) -> bool {
+    pub(crate) fn is_at_least(&self, other: &Ledger) -> bool {
         let progress = |l: &Ledger| (l.generations.iter().map(|g| g.number).max(), l.latest());
         progress(self) >= progress(other)
     }
 
     /// What the ledger says now; `None` while it is empty.
-    pub fn conclude(&self, window: Window) -> Option<Discovered> {
+    pub(crate) fn conclude(&self, window: Window) -> Option<Discovered> {
         let latest = self.latest()?;
         let window = jiff::SignedDuration::try_from(window.0).unwrap_or_default();
         let recent = |last: Timestamp| latest.duration_since(last) <= window;
@@ -245,7 +245,7 @@ impl Ledger {
 
 /// Reads the ledger from a ConfigMap's data, given how to look a key up:
 /// the one reader of both the live ConfigMap and a saved copy of it.
-pub fn from_data<'a>(get: impl FnOnce(&str) -> Option<&'a str>) -> Result<Ledger, String> {
+pub(crate) fn from_data<'a>(get: impl FnOnce(&str) -> Option<&'a str>) -> Result<Ledger, String> {
     let text = get(DATA_KEY).ok_or_else(|| format!("it has no data key {DATA_KEY:?}"))?;
     serde_json::from_str(text).map_err(|e| format!("{DATA_KEY}: {e}"))
 }

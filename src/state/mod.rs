@@ -3,11 +3,11 @@
 //! rules; the configuration and discovery produce these values.
 
 mod discovered;
-pub mod ledger;
+pub(crate) mod ledger;
 mod pattern;
 
-pub use discovered::{Discovered, KeyState};
-pub use pattern::{Pattern, glob_match};
+pub(crate) use discovered::{Discovered, KeyState};
+pub(crate) use pattern::{Pattern, glob_match};
 
 /// The issuer generation new pods are stamped with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

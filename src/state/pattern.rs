@@ -27,7 +27,7 @@ impl Pattern {
 
 /// Matches `text` against a glob where `*` stands for any run of characters,
 /// without allocating: built-in audience patterns are checked per review.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {

@@ -73,7 +73,7 @@ impl Status {
 
 impl Status {
     /// Why the replica is not ready, if it is not.
-    pub fn missing(&self) -> Vec<&'static str> {
+    pub(super) fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if !self.serving_secret_pair.load(Ordering::Acquire) {
             missing.push("not serving the certificate of the TLS Secret yet");

@@ -21,20 +21,20 @@ use crate::cluster::Stored;
 /// TLS Secret read this one too.
 pub(crate) mod key {
     /// The CA that signed `tls.crt`.
-    pub const CA_CERT: &str = "ca.crt";
-    pub const CA_KEY: &str = "ca.key";
-    pub const TLS_CERT: &str = "tls.crt";
-    pub const TLS_KEY: &str = "tls.key";
+    pub(crate) const CA_CERT: &str = "ca.crt";
+    pub(crate) const CA_KEY: &str = "ca.key";
+    pub(crate) const TLS_CERT: &str = "tls.crt";
+    pub(crate) const TLS_KEY: &str = "tls.key";
     /// Every CA the webhook configurations must trust now, PEM: the one
     /// going out, the signing one, the one coming in. Written for people
     /// and tools; issuer-guard derives it from the three.
-    pub const BUNDLE: &str = "ca-bundle.crt";
+    pub(crate) const BUNDLE: &str = "ca-bundle.crt";
     /// Rotation, step 1 to 2: the CA in the bundle that does not sign yet.
-    pub const NEXT_CA_CERT: &str = "next-ca.crt";
-    pub const NEXT_CA_KEY: &str = "next-ca.key";
+    pub(crate) const NEXT_CA_CERT: &str = "next-ca.crt";
+    pub(crate) const NEXT_CA_KEY: &str = "next-ca.key";
     /// Rotation, step 2 to 3: the CA that signed before, still trusted.
     /// Its key is gone: it never signs again.
-    pub const PREVIOUS_CA_CERT: &str = "previous-ca.crt";
+    pub(crate) const PREVIOUS_CA_CERT: &str = "previous-ca.crt";
 }
 
 /// Unix seconds at which every webhook's caBundle was first seen carrying
@@ -60,7 +60,7 @@ pub(crate) struct Cert {
 }
 
 impl Cert {
-    pub fn parse(pem: &str) -> Result<Cert, String> {
+    pub(super) fn parse(pem: &str) -> Result<Cert, String> {
         let der = CertificateDer::from_pem_slice(pem.as_bytes())
             .map_err(|e| format!("not a PEM certificate: {e}"))?;
         let (_, cert) =
@@ -78,11 +78,11 @@ impl Cert {
 
     /// Whether `ca` issued it (by name: every CA issuer-guard makes has a
     /// name of its own).
-    pub fn issued_by(&self, ca: &Cert) -> bool {
+    pub(super) fn issued_by(&self, ca: &Cert) -> bool {
         self.issuer == ca.subject
     }
 
-    pub fn covers(&self, names: &[String]) -> bool {
+    pub(super) fn covers(&self, names: &[String]) -> bool {
         names.iter().all(|n| self.names.contains(n))
     }
 }
@@ -100,14 +100,14 @@ pub(crate) struct Keyed {
 }
 
 impl Keyed {
-    pub fn of(issued: &Issued) -> Result<Keyed, String> {
+    pub(super) fn of(issued: &Issued) -> Result<Keyed, String> {
         Ok(Keyed {
             cert: Cert::parse(&issued.cert_pem)?,
             key_pem: issued.key_pem.clone(),
         })
     }
 
-    pub fn issued(&self) -> Issued {
+    pub(super) fn issued(&self) -> Issued {
         Issued {
             cert_pem: self.cert.pem.clone(),
             key_pem: self.key_pem.clone(),
@@ -132,7 +132,7 @@ impl Pki {
     /// keys (an empty Secret made for it is filled in). One that carries
     /// some but not a usable PKI is an error: it is never overwritten, as
     /// it may not be issuer-guard's.
-    pub fn read(stored: &Stored) -> Result<Option<Pki>, String> {
+    pub(super) fn read(stored: &Stored) -> Result<Option<Pki>, String> {
         let text = |k: &str| -> Result<Option<String>, String> {
             stored
                 .data
@@ -189,7 +189,7 @@ impl Pki {
 
     /// The keys and annotations to write: every one of this file's, set or
     /// removed.
-    pub fn contents(&self) -> (Changes<Vec<u8>>, Changes<String>) {
+    pub(super) fn contents(&self) -> (Changes<Vec<u8>>, Changes<String>) {
         let bytes = |s: &str| Some(s.as_bytes().to_vec());
         let data = BTreeMap::from([
             (key::CA_CERT.to_owned(), bytes(&self.active.cert.pem)),
@@ -226,7 +226,7 @@ impl Pki {
     /// The caBundle: the CA going out, the signing CA, the CA coming in,
     /// oldest first. A switch moves the signing role from one CA to the
     /// next without changing the bundle.
-    pub fn bundle(&self) -> Vec<u8> {
+    pub(super) fn bundle(&self) -> Vec<u8> {
         let mut out = String::new();
         if let Some(previous) = &self.previous {
             out.push_str(&previous.pem);

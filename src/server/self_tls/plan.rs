@@ -93,7 +93,7 @@ pub(crate) enum Step {
 
 impl Step {
     /// The metric label and log word.
-    pub const fn as_str(self) -> &'static str {
+    pub(super) const fn as_str(self) -> &'static str {
         match self {
             Step::Create => "create",
             Step::Replace => "replace-expired",

@@ -21,7 +21,7 @@ pub(crate) struct Settings {
 impl Settings {
     /// Checks the flags as given. `files` says whether --tls-cert or
     /// --tls-key was given, `cluster` whether an API server is configured.
-    pub fn new(
+    pub(crate) fn new(
         args: &SelfTlsArgs,
         files: bool,
         cluster: bool,
@@ -110,13 +110,13 @@ impl Settings {
     /// quarter of the overlap, so a step is taken soon after it is due and
     /// a caBundle someone replaced is set again soon, between 200 ms and
     /// 30 s (two GETs per replica each time).
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         let quarter = Duration::from_millis(u64::try_from(self.timing.overlap).unwrap_or(0) * 250);
         quarter.clamp(Duration::from_millis(200), Duration::from_secs(30))
     }
 
     /// The Secret as NAMESPACE/NAME, for messages.
-    pub fn secret_ref(&self) -> String {
+    pub(crate) fn secret_ref(&self) -> String {
         format!("{}/{}", self.namespace, self.secret)
     }
 }
