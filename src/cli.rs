@@ -230,10 +230,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ISSUER_GUARD_WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub watch_secrets: bool,
 
-    /// issuer-guard's own ServiceAccount as NAMESPACE/NAME. Given, it turns
-    /// discovery on: the issuer and signing key are learnt from the API
-    /// server (a TokenRequest for this account, verified against the JWKS)
-    /// and recorded in the ledger ConfigMap in NAMESPACE. Needs a cluster.
+    /// The ServiceAccount discovery mints its tokens for, as NAMESPACE/NAME:
+    /// one with no permissions (the chart's `<release>-canary`). Given, it
+    /// turns discovery on: the issuer and signing key are learnt from every
+    /// API server (TokenRequests for this account, verified against each
+    /// server's JWKS) and recorded in the ledger ConfigMap in NAMESPACE.
+    /// Needs a cluster.
     #[arg(long, env = "ISSUER_GUARD_SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
 
@@ -255,6 +257,15 @@ pub struct ServeArgs {
     /// Audience of the tokens issuer-guard mints for itself.
     #[arg(long, env = "ISSUER_GUARD_DISCOVERY_AUDIENCE", default_value = discovery::DEFAULT_AUDIENCE)]
     pub discovery_audience: String,
+
+    /// The API servers to probe, as comma-separated HTTPS URLs, each reached
+    /// on its own connection. Unset, they are read from the
+    /// `default/kubernetes` EndpointSlices (each address reached with the
+    /// name kubernetes.default.svc); where those cannot be read, through
+    /// the client's one address, and a switch then completes only once the
+    /// old pair has been unseen for a discovery window.
+    #[arg(long, env = "ISSUER_GUARD_APISERVER_ENDPOINTS", value_delimiter = ',')]
+    pub apiserver_endpoints: Vec<String>,
 
     /// A Secret, as NAMESPACE/NAME, in which issuer-guard creates, rotates
     /// and serves its own CA and serving certificate, keeping the caBundle
@@ -337,6 +348,7 @@ impl ServeArgs {
                 interval: self.discovery_interval,
                 window: self.discovery_window,
                 audience: self.discovery_audience,
+                apiserver_endpoints: self.apiserver_endpoints,
             }),
             self_tls: server::SelfTlsArgs {
                 secret: self.tls_secret,

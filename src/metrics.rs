@@ -63,8 +63,102 @@ pub struct StepLabels {
     pub step: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NumberLabels {
+    pub generation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetirementLabels {
+    pub kind: &'static str,
+    pub name: String,
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The rotation timeline discovery keeps: servers per generation, switch
+/// and retirement times, and whether the ledger can be believed.
+pub struct Timeline {
+    pub apiservers: Family<NumberLabels, Gauge>,
+    pub switch_started: Family<NumberLabels, Gauge>,
+    pub switch_completed: Family<NumberLabels, Gauge>,
+    pub retirement: Family<RetirementLabels, Gauge>,
+    pub ledger_refused: Family<ReasonLabels, Counter>,
+    pub ledger_refused_now: Gauge,
+    pub ledger_write_conflicts: Counter,
+    pub order_unknown: Gauge,
+    pub declared_contradicted: Counter,
+}
+
+impl Timeline {
+    fn register(registry: &mut Registry) -> Self {
+        let t = Self {
+            apiservers: Family::default(),
+            switch_started: Family::default(),
+            switch_completed: Family::default(),
+            retirement: Family::default(),
+            ledger_refused: Family::default(),
+            ledger_refused_now: Gauge::default(),
+            ledger_write_conflicts: Counter::default(),
+            order_unknown: Gauge::default(),
+            declared_contradicted: Counter::default(),
+        };
+        registry.register(
+            "apiservers",
+            "API servers that signed with each generation at the last probe round (\"unknown\": a pair the ledger has not numbered)",
+            t.apiservers.clone(),
+        );
+        registry.register(
+            "switch_started_timestamp_seconds",
+            "When the first API server signed with each generation, on the API server's clock",
+            t.switch_started.clone(),
+        );
+        registry.register(
+            "switch_completed_timestamp_seconds",
+            "When every API server signed with each generation, on the API server's clock; absent while under way",
+            t.switch_completed.clone(),
+        );
+        registry.register(
+            "retirement_timestamp_seconds",
+            "When an issuer or key was retired, by kind, name and source (observed from the API servers, or declared)",
+            t.retirement.clone(),
+        );
+        registry.register(
+            "ledger_refused",
+            "Ledgers read and not adopted, by reason: invalid (fails its own checks or the API server's clock), diverged (another history than the one held), newer_schema (written by a later release; read, not written)",
+            t.ledger_refused.clone(),
+        );
+        registry.register(
+            "ledger_refused_now",
+            "1 while the stored ledger is refused and the last valid one held stays in force",
+            t.ledger_refused_now.clone(),
+        );
+        registry.register(
+            "ledger_write_conflicts",
+            "Ledger writes that lost a race with another replica (409) and were applied again",
+            t.ledger_write_conflicts.clone(),
+        );
+        registry.register(
+            "generation_order_unknown",
+            "1 while a new ledger has seen several signing pairs and nothing says which is newer",
+            t.order_unknown.clone(),
+        );
+        registry.register(
+            "declared_retirement_contradicted",
+            "Issuers declared retired (rotation.retiredIssuers) that the API servers still accept",
+            t.declared_contradicted.clone(),
+        );
+        t
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub timeline: Timeline,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub findings: Family<FindingLabels, Counter>,
@@ -231,8 +325,10 @@ impl Metrics {
             "With --tls-secret: failed passes of the certificate loop, by stage: secret, webhooks, issue, serve",
             tls_self_errors.clone(),
         );
+        let timeline = Timeline::register(&mut registry);
         Self {
             registry,
+            timeline,
             requests,
             duration,
             findings,

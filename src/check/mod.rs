@@ -187,7 +187,7 @@ fn ledger_snapshot(text: &str) -> Result<ledger::Ledger, String> {
         return ledger::from_data(|key| data?.get(key)?.as_str())
             .map_err(|e| format!("the ConfigMap: {e}"));
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    ledger::from_json(&value.to_string())
 }
 
 /// What judging needs to know of the whole input: its legacy token Secrets

@@ -7,6 +7,7 @@
 //! make their own requests through the client they are handed; `status`
 //! and `restart` will put theirs here. Reviews never call the API server.
 
+mod apiservers;
 mod backoff;
 mod reach;
 mod secrets;
@@ -28,6 +29,7 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
+pub(crate) use apiservers::{Addresses, ApiServers, Targets};
 pub(crate) use backoff::CappedBackoff;
 pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub(crate) use secrets::LegacyTokenCache;
@@ -50,6 +52,8 @@ pub enum ClusterError {
     InCluster(#[from] InClusterError),
     #[error("cannot create the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    #[error("--apiserver-endpoints: not a URL: {0}")]
+    Endpoint(String),
 }
 
 /// Where the client configuration comes from.
@@ -73,8 +77,15 @@ impl Credentials {
     }
 }
 
-pub(crate) async fn client(source: &Credentials) -> Result<Client, ClusterError> {
-    let config = match source {
+/// The client, and its configuration, which discovery copies to reach each
+/// API server by its own address.
+pub(crate) async fn connect(source: &Credentials) -> Result<(Client, kube::Config), ClusterError> {
+    let config = config(source).await?;
+    Ok((Client::try_from(config.clone())?, config))
+}
+
+async fn config(source: &Credentials) -> Result<kube::Config, ClusterError> {
+    Ok(match source {
         Credentials::Kubeconfig(list) => {
             let mut merged: Option<Kubeconfig> = None;
             for path in std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()) {
@@ -88,8 +99,28 @@ pub(crate) async fn client(source: &Credentials) -> Result<Client, ClusterError>
             kube::Config::from_custom_kubeconfig(merged, &KubeConfigOptions::default()).await?
         }
         Credentials::InCluster => kube::Config::incluster()?,
-    };
-    Ok(Client::try_from(config)?)
+    })
+}
+
+/// The API server's clock: the `Date` of its answer to `GET /version`.
+/// Discovery checks the ledger's times against it before any probe has
+/// brought a token's `iat`, never against this replica's clock.
+pub(crate) async fn server_date(client: &Client) -> Result<jiff::Timestamp, String> {
+    let request = http::Request::get("/version")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .map_err(|e| e.to_string())?;
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .ok_or("the answer has no Date header")?;
+    jiff::fmt::rfc2822::parse(date)
+        .map(|z| z.timestamp())
+        .map_err(|e| format!("Date {date:?}: {e}"))
 }
 
 /// A small page keeps a relist's peak low: every replica relists at once
@@ -202,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_kubeconfig_is_an_error() {
-        let result = client(&Credentials::Kubeconfig("/nonexistent/kubeconfig".into())).await;
+        let result = connect(&Credentials::Kubeconfig("/nonexistent/kubeconfig".into())).await;
         assert!(
             matches!(result, Err(ClusterError::Kubeconfig(_))),
             "{:?}",

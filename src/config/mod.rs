@@ -87,7 +87,13 @@ impl Declared {
     /// `signing` signs. The operator's word retires an issuer; nothing that
     /// signs is retiring unless a switch away from it is planned.
     fn resolve(&self, signing: &Generation, found: Option<&Discovered>, rotation: &mut Rotation) {
-        let planned = self.next_issuer.as_ref().filter(|n| **n != signing.issuer);
+        // A switch under way that discovery sees (some servers sign with
+        // another issuer) plans it as surely as a declaration does.
+        let planned = self
+            .next_issuer
+            .as_ref()
+            .or(found.and_then(|f| f.next_issuer.as_ref()))
+            .filter(|n| **n != signing.issuer);
         let found_retiring = found.map_or(&[][..], |f| &f.retiring_issuers);
         let found_retired = found.map_or(&[][..], |f| &f.retired_issuers);
         let mut issuers = Vec::new();

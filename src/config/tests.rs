@@ -191,7 +191,11 @@ fn discovered(issuer: &str, kid: &str, retiring: &[&str], keys: &[(&str, KeyStat
         generation: Generation::new(7, issuer, kid),
         retiring_issuers: retiring.iter().map(|s| s.to_string()).collect(),
         retired_issuers: Vec::new(),
+        next_issuer: None,
         keys: keys.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
+        switches: Vec::new(),
+        retirements: Vec::new(),
+        candidate_issuers: Vec::new(),
         observed_at: 0,
     }
 }

@@ -6,16 +6,19 @@
 //! generation stays in force.
 
 mod probe;
+mod round;
 mod store;
 
 use std::{
     fmt,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use arc_swap::ArcSwapOption;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -25,11 +28,11 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Caller, Reachability};
-use crate::state::ledger::{Ledger, Observation, Window};
 use crate::{
+    cluster::{ApiServers, Caller, Reachability},
     live::Live,
-    metrics::{Metrics, StageLabels},
+    metrics::{Metrics, ReasonLabels, StageLabels},
+    state::ledger::{Declared, Ledger, Relation, SCHEMA, Window},
 };
 
 /// The default name of the ledger ConfigMap.
@@ -79,6 +82,16 @@ pub enum DiscoveryError {
         "ledger ConfigMap {name} is unreadable ({message}); fix or delete it (deleting loses the generation history, and a new ledger starts at generation.static.number)"
     )]
     Ledger { name: String, message: String },
+    #[error("ledger ConfigMap {name} is refused ({reason}): {message}")]
+    Refused {
+        name: String,
+        reason: &'static str,
+        message: String,
+    },
+    #[error(
+        "ledger ConfigMap {name} has schema {schema}, written by a later issuer-guard; this replica follows it and does not write it: finish the upgrade"
+    )]
+    NewerSchema { name: String, schema: u32 },
     #[error(
         "ledger ConfigMap {name}: still conflicting after {attempts} attempts; trying again at the next probe"
     )]
@@ -114,13 +127,16 @@ impl DiscoveryError {
             | DiscoveryError::NoAnswer { stage, .. } => *stage,
             DiscoveryError::Verify(_) => Stage::Verify,
             DiscoveryError::Ledger { .. }
+            | DiscoveryError::Refused { .. }
+            | DiscoveryError::NewerSchema { .. }
             | DiscoveryError::Contended { .. }
             | DiscoveryError::ServiceAccount(_) => Stage::Ledger,
         }
     }
 }
 
-/// issuer-guard's own ServiceAccount, which it mints tokens for.
+/// The ServiceAccount discovery mints its tokens for (the chart's
+/// `issuer-guard-canary`, which may do nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServiceAccountRef {
     pub namespace: String,
@@ -145,6 +161,8 @@ impl std::str::FromStr for ServiceAccountRef {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// The canary account tokens are minted for: one with no permissions,
+    /// so that a probe's token authenticates as nobody who can do anything.
     pub account: ServiceAccountRef,
     /// The ledger ConfigMap, in the account's namespace.
     pub ledger: String,
@@ -153,8 +171,8 @@ pub(crate) struct Settings {
     pub audience: String,
 }
 
-/// The running discovery: whether the ledger has been read once, which is
-/// what readiness waits for.
+/// The running discovery: whether a valid ledger is held (or there is
+/// none yet), which is what readiness waits for.
 pub(crate) struct Discovery {
     pub synced: Arc<AtomicBool>,
     _tasks: [JoinHandle<()>; 2],
@@ -163,6 +181,7 @@ pub(crate) struct Discovery {
 /// Starts the ledger watch and the probe loop.
 pub(crate) fn spawn(
     client: Client,
+    servers: ApiServers,
     settings: Settings,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
@@ -171,75 +190,193 @@ pub(crate) fn spawn(
     let window = Window(settings.window);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.account.namespace);
     let synced = Arc::new(AtomicBool::new(false));
-    let shared = Shared {
+    let shared = Arc::new(Shared {
         live,
-        known: Arc::new(arc_swap::ArcSwapOption::<Ledger>::empty()),
+        held: ArcSwapOption::empty(),
         reach,
-    };
+        clock: ServerClock::default(),
+        metrics,
+        refused: Mutex::new(None),
+        window,
+    });
     let watch = tokio::spawn(watch_ledger(
+        client.clone(),
         api.clone(),
         settings.ledger.clone(),
-        window,
         synced.clone(),
         shared.clone(),
     ));
-    let probe = tokio::spawn(probe_loop(client, api, settings, window, metrics, shared));
+    let probe = tokio::spawn(probe_loop(client, servers, api, settings, shared));
     Discovery {
         synced,
         _tasks: [watch, probe],
     }
 }
 
-/// What the ledger watch and the probe loop both hold: where conclusions
-/// go, the newest ledger either has seen, and the API server's reachability.
-#[derive(Clone)]
+/// What the ledger watch and the probe loop share.
 struct Shared {
     live: Arc<Live>,
-    known: Arc<arc_swap::ArcSwapOption<Ledger>>,
+    /// The last valid ledger this replica has read or written.
+    held: ArcSwapOption<Ledger>,
     reach: Arc<Reachability>,
+    clock: ServerClock,
+    metrics: Arc<Metrics>,
+    /// Why the stored ledger is refused, while it is: said once.
+    refused: Mutex<Option<String>>,
+    window: Window,
+}
+
+/// The API server's clock as this replica knows it: the last time a server
+/// told (a token's `iat`, a `Date` header), moved on by the monotonic clock
+/// since. A replica's wall clock is never read for anything discovery
+/// records or checks.
+#[derive(Default)]
+struct ServerClock(Mutex<Option<(jiff::Timestamp, Instant)>>);
+
+impl ServerClock {
+    fn now(&self) -> Option<jiff::Timestamp> {
+        let told = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, when) = told?;
+        let since = jiff::SignedDuration::try_from(when.elapsed()).unwrap_or_default();
+        Some(at.saturating_add(since).unwrap_or(at))
+    }
+
+    fn told(&self, at: jiff::Timestamp) {
+        if self.now().is_some_and(|now| now >= at) {
+            return;
+        }
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, Instant::now()));
+    }
+}
+
+impl Shared {
+    /// Takes `read` as the ledger in force if it can be believed and is
+    /// ahead of the one held. Returns whether it was taken.
+    fn take(&self, read: Ledger) -> bool {
+        if let Err(e) = read.check(self.clock.now()) {
+            self.refuse("invalid", &e.to_string());
+            return false;
+        }
+        let held = self.held.load_full();
+        if let Some(held) = held.as_deref() {
+            match read.relation(held) {
+                Relation::Ahead => {}
+                // A late watch event, or an older copy put back: the next
+                // probe writes the held one over it.
+                Relation::Same | Relation::Behind => {
+                    self.believed();
+                    return false;
+                }
+                Relation::Diverged(why) => {
+                    self.refuse("diverged", &why);
+                    return false;
+                }
+            }
+        }
+        if read.schema > SCHEMA {
+            self.count("newer_schema");
+        }
+        self.believed();
+        let found = read.conclude(self.window);
+        self.held.store(Some(Arc::new(read)));
+        if let Some(found) = found {
+            self.live.set_discovered(found);
+        }
+        true
+    }
+
+    fn refuse(&self, reason: &'static str, why: &str) {
+        self.count(reason);
+        self.metrics.timeline.ledger_refused_now.set(1);
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.as_deref() != Some(why) {
+            let generation = self.live.effective().load().generation.number;
+            tracing::error!(
+                reason,
+                why,
+                generation,
+                "the stored generation ledger is refused: it is neither written over nor followed, and the last valid ledger stays in force; restore it or delete the ConfigMap (the replicas write back the one they hold)"
+            );
+            *refused = Some(why.to_owned());
+        }
+    }
+
+    fn count(&self, reason: &'static str) {
+        self.metrics
+            .timeline
+            .ledger_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    fn believed(&self) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.take().is_some() {
+            tracing::info!("the stored generation ledger is believed again");
+        }
+        self.metrics.timeline.ledger_refused_now.set(0);
+    }
 }
 
 /// Every replica follows the ledger, so all of them stamp what any one of
-/// them discovered within a watch event's delay.
+/// them discovered within a watch event's delay. A replica that holds no
+/// valid ledger stays unready rather than stamp something else than the
+/// replicas that do.
 async fn watch_ledger(
+    client: Client,
     api: Api<ConfigMap>,
     name: String,
-    window: Window,
     synced: Arc<AtomicBool>,
-    shared: Shared,
+    shared: Arc<Shared>,
 ) {
-    let Shared { live, known, reach } = shared;
+    match crate::cluster::server_date(&client).await {
+        Ok(at) => shared.clock.told(at),
+        Err(error) => {
+            tracing::debug!(%error, "the API server's clock is unknown until the first probe")
+        }
+    }
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher::watcher(api, config).backoff(crate::cluster::CappedBackoff::default());
     let mut events = std::pin::pin!(events);
     let mut failing = false;
+    let mut refused_in_list = false;
     while let Some(event) = events.next().await {
         // `Init` starts a relist before any request is answered.
         if event
             .as_ref()
             .is_ok_and(|e| !matches!(e, watcher::Event::Init))
         {
-            reach.answered(Caller::LedgerWatch);
+            shared.reach.answered(Caller::LedgerWatch);
         }
         match event {
             Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) => {
                 failing = false;
-                match store::parse(&name, &map) {
-                    Ok(ledger) => adopt(&ledger, window, &live, &known),
-                    Err(error) => tracing::error!(%error, "ledger not followed"),
+                let taken = match store::parse(&name, &map) {
+                    Ok(read) => shared.take(read) || shared.held.load().is_some(),
+                    Err(error) => {
+                        shared.refuse("invalid", &error.to_string());
+                        false
+                    }
+                };
+                refused_in_list = !taken && shared.held.load().is_none();
+                if taken && !synced.swap(true, Ordering::AcqRel) {
+                    tracing::info!(ledger = %name, "ledger read; ready to stamp what it says");
                 }
             }
             Ok(watcher::Event::InitDone) => {
                 failing = false;
-                if !synced.swap(true, Ordering::AcqRel) {
+                if refused_in_list {
+                    tracing::error!(ledger = %name, "no valid generation ledger is held: unready, so that this replica never stamps something else than the others");
+                } else if !synced.swap(true, Ordering::AcqRel) {
                     tracing::info!(ledger = %name, "ledger read; ready to stamp what it says");
                 }
             }
+            Ok(watcher::Event::Init) => refused_in_list = false,
             // A deleted ledger is written again from memory by the next
             // probe; until then the last one stays in force.
-            Ok(watcher::Event::Delete(_) | watcher::Event::Init) => {}
+            Ok(watcher::Event::Delete(_)) => {}
             Err(error) if crate::cluster::watch_no_answer(&error) => {
-                reach.no_answer(Caller::LedgerWatch, &error);
+                shared.reach.no_answer(Caller::LedgerWatch, &error);
             }
             Err(error) => {
                 if !failing {
@@ -251,36 +388,18 @@ async fn watch_ledger(
     }
 }
 
-/// Takes `ledger` as the one in force unless it is behind the one already
-/// known: the probe adopts its own write at once, and the watch may deliver
-/// an older version after it.
-fn adopt(ledger: &Ledger, window: Window, live: &Live, known: &arc_swap::ArcSwapOption<Ledger>) {
-    if known
-        .load()
-        .as_deref()
-        .is_some_and(|k| !ledger.is_at_least(k))
-    {
-        return;
-    }
-    known.store(Some(Arc::new(ledger.clone())));
-    if let Some(found) = ledger.conclude(window) {
-        live.set_discovered(found);
-    }
-}
-
 async fn probe_loop(
     client: Client,
+    servers: ApiServers,
     api: Api<ConfigMap>,
     settings: Settings,
-    window: Window,
-    metrics: Arc<Metrics>,
-    shared: Shared,
+    shared: Arc<Shared>,
 ) {
-    let Shared { live, known, reach } = shared;
     let store = store::Store::new(api, settings.ledger.clone());
     let started = Instant::now();
     let mut last_success: Option<Instant> = None;
     let mut failing = false;
+    let metrics = shared.metrics.clone();
     // Each request gets an interval, and at least 5 s; a stuck API server
     // must not stop the loop from reporting its age.
     let timeout = settings.interval.max(Duration::from_secs(5));
@@ -288,18 +407,18 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = discover(&client, &store, &settings, window, &live, &known, timeout).await;
+        let outcome = discover(&client, &servers, &store, &settings, &shared, timeout).await;
         match outcome {
             Ok(ledger) => {
-                reach.answered(Caller::Discovery);
+                shared.reach.answered(Caller::Discovery);
                 last_success = Some(Instant::now());
-                metrics
-                    .discovery_last_success
-                    .set(jiff::Timestamp::now().as_second());
+                if let Some(now) = shared.clock.now() {
+                    metrics.discovery_last_success.set(now.as_second());
+                }
                 if std::mem::take(&mut failing) {
                     tracing::info!("discovery recovered");
                 }
-                adopt(&ledger, window, &live, &known);
+                shared.take(ledger);
             }
             Err(error) => {
                 metrics
@@ -308,9 +427,14 @@ async fn probe_loop(
                         stage: error.stage().as_str(),
                     })
                     .inc();
-                let generation = live.effective().load().generation.number;
-                if error.no_answer() {
-                    reach.no_answer(Caller::Discovery, &error);
+                let generation = shared.live.effective().load().generation.number;
+                if let DiscoveryError::Refused {
+                    reason, message, ..
+                } = &error
+                {
+                    shared.refuse(reason, message);
+                } else if error.no_answer() {
+                    shared.reach.no_answer(Caller::Discovery, &error);
                 } else if failing {
                     tracing::debug!(%error, "discovery failed again");
                 } else {
@@ -326,33 +450,30 @@ async fn probe_loop(
     }
 }
 
+/// One round: every API server probed, the round recorded in the ledger.
 async fn discover(
     client: &Client,
+    servers: &ApiServers,
     store: &store::Store,
     settings: &Settings,
-    window: Window,
-    live: &Live,
-    known: &arc_swap::ArcSwapOption<Ledger>,
+    shared: &Shared,
     timeout: Duration,
 ) -> Result<Ledger, DiscoveryError> {
-    let seen = probe::probe(client, &settings.account, &settings.audience, timeout).await?;
-    if seen.advertised_issuer != seen.issuer {
-        tracing::debug!(token = %seen.issuer, advertised = %seen.advertised_issuer, "the discovery document and the token name different issuers (a control-plane roll?)");
-    }
-    let observation = Observation {
-        issuer: seen.issuer,
-        key_id: seen.key_id,
-        verifying: seen.verifying,
-        at: jiff::Timestamp::now(),
+    let round = round::probe_all(client, servers, settings, timeout).await?;
+    shared.clock.told(round.at);
+    let file = shared.live.file();
+    let declared = Declared {
+        first_number: file.declared.generation.number,
+        next_issuer: file.declared.next_issuer.clone(),
+        retiring_key_ids: file.declared.retiring_key_ids.clone(),
+        retired_issuers: file.declared.retired_issuers.clone(),
     };
-    let file = live.file();
-    let first = file.declared.generation.number;
-    let retired = &file.declared.retired_issuers;
-    let seed = known.load_full();
-    let ledger = tokio::time::timeout(
+    let held = shared.held.load_full();
+    let conflicts = &shared.metrics.timeline.ledger_write_conflicts;
+    let (ledger, events) = tokio::time::timeout(
         timeout,
-        store.update(seed.as_deref(), |l| {
-            l.observe(&observation, first, retired, window)
+        store.update(held.as_deref(), shared.clock.now(), conflicts, |l| {
+            l.observe_round(&round, &declared, shared.window)
         }),
     )
     .await
@@ -360,5 +481,7 @@ async fn discover(
         stage: Stage::Ledger,
         timeout,
     })??;
+    round::tell(&events, &shared.metrics);
+    round::count_servers(&round, &ledger, &shared.metrics);
     Ok(ledger)
 }

@@ -1,10 +1,14 @@
-//! One look at what the API server signs with: its OIDC discovery document,
-//! its JWKS, and a token minted for issuer-guard's own ServiceAccount whose
-//! signature is checked against that JWKS before its `iss` and `kid` are
-//! believed.
+//! One look at one API server: its OIDC discovery document, its own JWKS,
+//! and two tokens it mints for the canary ServiceAccount. The first, for
+//! issuer-guard's own audience, says which pair the server signs with once
+//! its signature is checked against that server's JWKS; its `iat` is the
+//! server's clock. The second names no audience, so it carries the server's
+//! API audiences, which are its issuers unless `--api-audiences` is set.
+//! Both are read and thrown away; the canary account may do nothing.
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
 use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -14,6 +18,7 @@ use kube::{Api, Client, api::PostParams};
 use serde::Deserialize;
 
 use super::{DiscoveryError, ServiceAccountRef, Stage};
+use crate::state::ledger::ServerSeen;
 
 pub(super) const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub(super) const JWKS: &str = "/openid/v1/jwks";
@@ -21,26 +26,54 @@ pub(super) const JWKS: &str = "/openid/v1/jwks";
 /// and thrown away.
 const TOKEN_SECONDS: i64 = 600;
 
-/// What one probe saw.
+/// What one server showed, and when by its clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Seen {
-    pub issuer: String,
-    pub key_id: String,
-    pub verifying: Vec<String>,
-    /// The discovery document's `issuer`: the first issuer of the server
-    /// that answered it, which during a roll may not be the one that
-    /// minted the token.
-    pub advertised_issuer: String,
+pub(super) struct Probed {
+    pub seen: ServerSeen,
+    pub at: Timestamp,
 }
 
 #[derive(Deserialize)]
 struct OpenIdConfiguration {
+    #[allow(dead_code)]
     issuer: String,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     iss: String,
+    iat: i64,
+    exp: i64,
+    #[serde(default)]
+    aud: Audiences,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audiences {
+    One(String),
+    Many(Vec<String>),
+    #[default]
+    None,
+}
+
+impl Audiences {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Audiences::One(a) => vec![a],
+            Audiences::Many(a) => a,
+            Audiences::None => Vec::new(),
+        }
+    }
+}
+
+/// A token whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Believed {
+    pub issuer: String,
+    pub key_id: String,
+    pub issued_at: Timestamp,
+    pub audiences: Vec<String>,
 }
 
 #[cfg(test)]
@@ -51,8 +84,8 @@ pub(super) async fn probe(
     account: &ServiceAccountRef,
     audience: &str,
     timeout: Duration,
-) -> Result<Seen, DiscoveryError> {
-    let advertised: OpenIdConfiguration = get_json(
+) -> Result<Probed, DiscoveryError> {
+    let _: OpenIdConfiguration = get_json(
         client,
         OPENID_CONFIGURATION,
         Stage::OpenIdConfiguration,
@@ -60,33 +93,45 @@ pub(super) async fn probe(
     )
     .await?;
     let mut jwks = get_jwks(client, timeout).await?;
-    let token = token(client, account, audience, timeout).await?;
-    let kid = jsonwebtoken::decode_header(&token)
+    let minted = token(client, account, Some(audience), timeout).await?;
+    let kid = jsonwebtoken::decode_header(&minted)
         .map_err(|e| verify(e.to_string()))?
         .kid;
     if kid.is_some_and(|k| jwks.keys.find(&k).is_none()) {
-        // During a roll the JWKS and the token may come from different API
-        // servers; one more look settles most of those.
+        // Through one address the JWKS and the token may come from
+        // different servers; one more look settles most of those.
         jwks = get_jwks(client, timeout).await?;
     }
-    let (issuer, key_id) = believe(&token, &jwks.keys, audience)?;
-    Ok(Seen {
-        issuer,
-        key_id,
-        verifying: jwks.kids,
-        advertised_issuer: advertised.issuer,
+    let signed = believe(&minted, &jwks.keys, Some(audience))?;
+    let api = token(client, account, None, timeout).await?;
+    // Believed like the first, or not used: a server's API audiences say
+    // which issuers it accepts only if the token really is its own.
+    let accepted_issuers = believe(&api, &jwks.keys, None)
+        .ok()
+        .map(|b| b.audiences)
+        .filter(|a| a.contains(&signed.issuer));
+    Ok(Probed {
+        at: signed.issued_at,
+        seen: ServerSeen {
+            issuer: signed.issuer,
+            key_id: signed.key_id,
+            verifying: jwks.kids,
+            accepted_issuers,
+        },
     })
 }
 
-/// The issuer and key id of `token`, once its signature verifies against
-/// `jwks` and it is meant for `audience` and unexpired. Nothing about a
-/// token that does not verify is believed: a forged or mangled one would
-/// otherwise start a new generation.
+/// The claims of `token` once its signature verifies against `jwks`, it is
+/// meant for `audience` (when given), and it expires after it was issued.
+/// Nothing about a token that does not verify is believed: a forged or
+/// mangled one would otherwise start a new generation. Its expiry is
+/// checked against its own `iat`, the API server's clock, never against
+/// this replica's clock, which may be minutes off.
 pub(super) fn believe(
     token: &str,
     jwks: &JwkSet,
-    audience: &str,
-) -> Result<(String, String), DiscoveryError> {
+    audience: Option<&str>,
+) -> Result<Believed, DiscoveryError> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| verify(e.to_string()))?;
     let kid = header
         .kid
@@ -99,11 +144,34 @@ pub(super) fn believe(
     })?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| verify(format!("key {kid:?}: {e}")))?;
     let mut validation = Validation::new(header.alg);
-    validation.set_audience(&[audience]);
+    match audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-        .map_err(|e| verify(format!("the token does not verify with key {kid:?}: {e}")))?;
-    Ok((claims.claims.iss, kid))
+        .map_err(|e| verify(format!("the token does not verify with key {kid:?}: {e}")))?
+        .claims;
+    if claims.exp <= claims.iat {
+        return Err(verify(format!(
+            "the token does not verify: it expires ({}) no later than it was issued ({})",
+            claims.exp, claims.iat
+        )));
+    }
+    let issued_at = Timestamp::from_second(claims.iat).map_err(|e| {
+        verify(format!(
+            "the token does not verify: iat {}: {e}",
+            claims.iat
+        ))
+    })?;
+    Ok(Believed {
+        issuer: claims.iss,
+        key_id: kid,
+        issued_at,
+        audiences: claims.aud.into_vec(),
+    })
 }
 
 fn verify(message: String) -> DiscoveryError {
@@ -160,14 +228,14 @@ async fn get_json<T: serde::de::DeserializeOwned>(
 async fn token(
     client: &Client,
     account: &ServiceAccountRef,
-    audience: &str,
+    audience: Option<&str>,
     timeout: Duration,
 ) -> Result<String, DiscoveryError> {
     let stage = Stage::TokenRequest;
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &account.namespace);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_owned()]),
+            audiences: audience.map(|a| vec![a.to_owned()]),
             expiration_seconds: Some(TOKEN_SECONDS),
             ..TokenRequestSpec::default()
         }),

@@ -1,13 +1,14 @@
 //! The ledger's ConfigMap: read, and updated under optimistic concurrency so
 //! that replicas seeing the same switch at once end up with one generation.
 //! A write that loses the race reads the winner's ledger and applies its
-//! observation again, which then usually changes nothing.
+//! round again, which then usually changes nothing. A stored ledger that
+//! cannot be believed is never written over.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use crate::state::ledger::{self, DATA_KEY, Ledger};
+use crate::state::ledger::{self, DATA_KEY, Ledger, Relation, SCHEMA};
 use kube::{
     Api,
     api::{ObjectMeta, PostParams},
@@ -30,54 +31,96 @@ impl Store {
     }
 
     /// Applies `change` to the stored ledger and writes it back when it
-    /// changed. Returns the ledger now stored. With no ledger stored, it
-    /// starts from `seed`, the last one this replica read, so that a deleted
-    /// ConfigMap comes back with its numbers rather than starting over.
-    pub(super) async fn update(
+    /// changed. Returns the ledger now stored and what `change` said of it.
+    ///
+    /// The stored ledger is first checked against `held` (the last valid one
+    /// this replica knows) and `now` (the API server's clock): one that is
+    /// invalid or tells another history is refused, and never overwritten;
+    /// one behind `held` (a restored older copy) is brought forward from
+    /// `held`. With no ledger stored it starts from `held`, so that a
+    /// deleted ConfigMap comes back with its numbers rather than starting
+    /// over.
+    pub(super) async fn update<E>(
         &self,
-        seed: Option<&Ledger>,
-        mut change: impl FnMut(&mut Ledger) -> bool,
-    ) -> Result<Ledger, DiscoveryError> {
+        held: Option<&Ledger>,
+        now: Option<jiff::Timestamp>,
+        conflicts: &prometheus_client::metrics::counter::Counter,
+        mut change: impl FnMut(&mut Ledger) -> (bool, E),
+    ) -> Result<(Ledger, E), DiscoveryError> {
         for _ in 0..ATTEMPTS {
             let stored = self
                 .api
                 .get_opt(&self.name)
                 .await
                 .map_err(|e| store_error(&self.name, e))?;
-            match stored {
-                None => {
-                    let mut ledger = seed.cloned().unwrap_or_default();
-                    change(&mut ledger);
-                    let map = self.config_map(&ledger, None)?;
-                    match self.api.create(&PostParams::default(), &map).await {
-                        Ok(_) => return Ok(ledger),
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(store_error(&self.name, e)),
-                    }
-                }
+            let (mut ledger, version) = match stored {
+                None => (held.cloned().unwrap_or_default(), None),
                 Some(map) => {
-                    let mut ledger = parse(&self.name, &map)?;
-                    if !change(&mut ledger) {
-                        return Ok(ledger);
+                    let read = parse(&self.name, &map)?;
+                    let base = self.believe(read, held, now)?;
+                    if base.schema > SCHEMA {
+                        return Err(DiscoveryError::NewerSchema {
+                            name: self.name.clone(),
+                            schema: base.schema,
+                        });
                     }
-                    let version = map.metadata.resource_version.clone();
+                    (base, Some(map.metadata.resource_version.clone()))
+                }
+            };
+            let before = ledger.clone();
+            let (changed, said) = change(&mut ledger);
+            if version.is_some() && !changed && ledger == before {
+                return Ok((ledger, said));
+            }
+            let written = match version {
+                None => {
+                    let map = self.config_map(&ledger, None)?;
+                    self.api.create(&PostParams::default(), &map).await
+                }
+                Some(version) => {
                     let next = self.config_map(&ledger, version)?;
-                    match self
-                        .api
+                    self.api
                         .replace(&self.name, &PostParams::default(), &next)
                         .await
-                    {
-                        Ok(_) => return Ok(ledger),
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(store_error(&self.name, e)),
-                    }
                 }
+            };
+            match written {
+                Ok(_) => return Ok((ledger, said)),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    conflicts.inc();
+                    continue;
+                }
+                Err(e) => return Err(store_error(&self.name, e)),
             }
         }
         Err(DiscoveryError::Contended {
             name: self.name.clone(),
             attempts: ATTEMPTS,
         })
+    }
+
+    /// The ledger to build on, from the one read and the one held.
+    fn believe(
+        &self,
+        read: Ledger,
+        held: Option<&Ledger>,
+        now: Option<jiff::Timestamp>,
+    ) -> Result<Ledger, DiscoveryError> {
+        let refused = |reason: &'static str, message: String| DiscoveryError::Refused {
+            name: self.name.clone(),
+            reason,
+            message,
+        };
+        read.check(now)
+            .map_err(|e| refused("invalid", e.to_string()))?;
+        let Some(held) = held else {
+            return Ok(read);
+        };
+        match read.relation(held) {
+            Relation::Same | Relation::Ahead => Ok(read),
+            Relation::Behind => Ok(held.clone()),
+            Relation::Diverged(why) => Err(refused("diverged", why)),
+        }
     }
 
     fn config_map(
@@ -99,7 +142,7 @@ impl Store {
                 )])),
                 annotations: Some(BTreeMap::from([(
                     "issuer-guard.io/about".to_owned(),
-                    "The issuer generations issuer-guard has discovered. Written by issuer-guard; do not edit. Deleting it starts a new ledger and loses the history.".to_owned(),
+                    "The issuer generations issuer-guard has discovered. Written by issuer-guard only; an edit is refused by every replica and alerted on. Deleting it makes the replicas write back the last valid ledger they hold.".to_owned(),
                 )])),
                 ..ObjectMeta::default()
             },

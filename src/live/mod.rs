@@ -18,7 +18,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
     config::Config,
-    metrics::{GenerationLabels, IssuerLabels, KeyLabels, Metrics},
+    metrics::{
+        GenerationLabels, IssuerLabels, KeyLabels, Metrics, NumberLabels, RetirementLabels,
+        Timeline,
+    },
     state::{Discovered, KeyState},
 };
 
@@ -159,6 +162,44 @@ impl Live {
                 key(*state, k);
             }
         }
+        for candidate in found
+            .map(|f| f.candidate_issuers.as_slice())
+            .unwrap_or_default()
+        {
+            // A candidate that is planned (declared, or a switch under way)
+            // is shown as planned only.
+            if r.next_issuer.as_ref() != Some(candidate) {
+                issuer("candidate", candidate);
+            }
+        }
+        if let Some(found) = found {
+            record_timeline(&m.timeline, found);
+        }
+    }
+}
+
+/// The switches and retirements of the ledger, as timestamps.
+fn record_timeline(t: &Timeline, found: &Discovered) {
+    t.switch_started.clear();
+    t.switch_completed.clear();
+    for s in &found.switches {
+        let labels = NumberLabels {
+            generation: s.number.to_string(),
+        };
+        t.switch_started.get_or_create(&labels).set(s.started);
+        if let Some(done) = s.completed {
+            t.switch_completed.get_or_create(&labels).set(done);
+        }
+    }
+    t.retirement.clear();
+    for r in &found.retirements {
+        t.retirement
+            .get_or_create(&RetirementLabels {
+                kind: r.kind,
+                name: r.name.clone(),
+                source: r.source,
+            })
+            .set(r.at);
     }
 }
 

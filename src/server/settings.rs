@@ -62,4 +62,6 @@ pub struct DiscoveryArgs {
     pub interval: Duration,
     pub window: Duration,
     pub audience: String,
+    /// `--apiserver-endpoints`; empty reads the EndpointSlices.
+    pub apiserver_endpoints: Vec<String>,
 }

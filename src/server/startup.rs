@@ -20,7 +20,7 @@ use super::{
     tls::{self, PairFiles, ReloadingCert, TlsError},
 };
 use crate::{
-    cluster::{self, LegacyTokenCache, Reachability},
+    cluster::{self, Addresses, ApiServers, ClusterError, LegacyTokenCache, Reachability},
     config::Config,
     discovery::{self, Discovery},
     live::Live,
@@ -143,9 +143,12 @@ pub(super) async fn cluster(
     live: &Arc<Live>,
     metrics: &Arc<Metrics>,
 ) -> Result<Cluster, ServerError> {
-    let client = match &args.cluster {
-        Some(source) => Some(cluster::client(source).await?),
-        None => None,
+    let (client, config) = match &args.cluster {
+        Some(source) => {
+            let (client, config) = cluster::connect(source).await?;
+            (Some(client), Some(config))
+        }
+        None => (None, None),
     };
     let reach = Arc::new(Reachability::default());
     let (files, self_tls, self_tls_task) = match (serving, &client) {
@@ -170,7 +173,7 @@ pub(super) async fn cluster(
         metrics,
         &reach,
     );
-    let discovery = match (&args.discovery, client) {
+    let discovery = match (&args.discovery, client.zip(config)) {
         (None, _) => {
             tracing::info!(
                 "discovery off (no --service-account): stamping generation.static from the config"
@@ -178,11 +181,19 @@ pub(super) async fn cluster(
             None
         }
         (Some(_), None) => return Err(ServerError::DiscoveryWithoutCluster),
-        (Some(d), Some(client)) => {
+        (Some(d), Some((client, config))) => {
             let settings = discovery_settings(d)?;
             tracing::info!(account = %d.account, ledger = %settings.ledger, interval = ?settings.interval, window = ?settings.window, "discovering the issuer generation from the API server");
+            let addresses = if d.apiserver_endpoints.is_empty() {
+                Addresses::EndpointSlices
+            } else {
+                Addresses::Pinned(d.apiserver_endpoints.clone())
+            };
+            tracing::info!(servers = ?addresses, "probing every API server");
+            let servers = ApiServers::new(config, addresses);
             Some(discovery::spawn(
                 client,
+                servers,
                 settings,
                 live.clone(),
                 metrics.clone(),
@@ -297,6 +308,16 @@ fn discovery_settings(d: &DiscoveryArgs) -> Result<discovery::Settings, ServerEr
             window: d.window,
             interval: d.interval,
         });
+    }
+    for url in &d.apiserver_endpoints {
+        match url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {}
+            _ => {
+                return Err(
+                    ClusterError::Endpoint(format!("{url:?} (give https://HOST:PORT)")).into(),
+                );
+            }
+        }
     }
     Ok(discovery::Settings {
         account: d.account.parse()?,

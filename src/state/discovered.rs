@@ -27,16 +27,46 @@ impl KeyState {
     }
 }
 
+/// One switch of the timeline, in Unix seconds of the API server's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchTimes {
+    pub number: u64,
+    pub started: i64,
+    /// `None` while some server does not sign with it yet.
+    pub completed: Option<i64>,
+}
+
+/// A retirement of an issuer or key, and who says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// `issuer` or `key`.
+    pub kind: &'static str,
+    pub name: String,
+    pub at: i64,
+    /// `observed` or `declared`.
+    pub source: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovered {
+    /// The newest generation whose switch completed: what is stamped.
     pub generation: Generation,
-    /// Issuers that signed before the current one and are not known to be
-    /// retired, oldest first. The API server does not say which issuers it
-    /// still accepts, so only the operator's word retires one.
+    /// Issuers that signed before the current one and are not retired,
+    /// oldest first.
     pub retiring_issuers: Vec<String>,
     pub retired_issuers: Vec<String>,
+    /// The issuer a switch under way goes to: some servers sign with it,
+    /// not all yet. The issuer in force is then retiring.
+    pub next_issuer: Option<String>,
     /// Every key the ledger knows, by key id, sorted.
     pub keys: Vec<(String, KeyState)>,
+    /// Every switch the ledger holds, by number.
+    pub switches: Vec<SwitchTimes>,
+    pub retirements: Vec<Retired>,
+    /// Issuers the API servers accept that never signed: a planned issuer,
+    /// or an API audience that is not an issuer at all. Shown, never
+    /// enforced on without a declaration.
+    pub candidate_issuers: Vec<String>,
     /// When the newest observation behind this was made (Unix seconds).
     pub observed_at: i64,
 }

@@ -1,73 +1,165 @@
-//! The generation ledger: every (issuer, key id) pair the API server has
-//! been seen signing with, under a number given once and never reused, and
-//! every key its JWKS has listed. Kept in a ConfigMap so that replicas agree
-//! and a restart keeps the history; this module is the pure part, shared
-//! by discovery (which probes and writes it) and `check` (which reads a
-//! saved copy). No I/O, no clock: times come in with the observations.
+//! The generation ledger: a timeline of the signing pairs the API servers
+//! have used. Each (issuer, key id) pair that starts to sign opens a switch
+//! with a number given once and never reused; the switch *starts* when the
+//! first server signs with the pair and *completes* when every server does.
+//! Retirements of issuers and keys are recorded with their source (observed
+//! or declared). Kept in a ConfigMap so that replicas agree and a restart
+//! keeps the history.
+//!
+//! This module is the pure part, shared by discovery (which probes and
+//! writes it) and `check` (which reads a saved copy). No I/O and no clock:
+//! every time comes in with an observation, on the API server's clock.
+
+mod conclude;
+mod round;
+mod validate;
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use super::{Discovered, Generation, KeyState};
+pub(crate) use round::{Coverage, Declared, Event, Pair, Round, ServerSeen};
+pub(crate) use validate::Relation;
 
 /// The ConfigMap key that holds the ledger as JSON.
 pub(crate) const DATA_KEY: &str = "ledger.json";
+
+/// The schema this build writes. 1 had no `schema` field, no switch
+/// completions and only declared retirements (`retiredIssuers`).
+pub(crate) const SCHEMA: u32 = 2;
 
 /// Bounds on history, so the ConfigMap stays far below its 1 MiB limit even
 /// after years of rotations. The oldest entries go first.
 const MAX_GENERATIONS: usize = 100;
 const MAX_KEYS: usize = 100;
+const MAX_RETIREMENTS: usize = 200;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Ledger {
     #[serde(default)]
+    pub schema: u32,
+    #[serde(default)]
     pub generations: Vec<GenerationEntry>,
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    /// Issuers the operator has said are retired (`rotation.retiredIssuers`),
-    /// kept here so that removing them from the configuration later does not
-    /// bring them back as retiring.
+    #[serde(default)]
+    pub retirements: Vec<Retirement>,
+    /// Pairs a new ledger saw at once, before any one of them signed on
+    /// every server: their order is unknown, so none is numbered yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unordered: Vec<Unordered>,
+    /// The issuers the API servers accept, where they show them (their API
+    /// audiences are then their issuers); `None` where they do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_issuers: Option<Vec<String>>,
+    /// Schema 1's declared retirements, still written so that a replica of
+    /// the previous release, during a rolling upgrade, keeps them.
     #[serde(default)]
     pub retired_issuers: Vec<String>,
+    /// Fields of a later schema, kept as they are on every rewrite.
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
 }
 
+/// One switch: from the pair of the number before to this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GenerationEntry {
     pub number: u64,
     pub issuer: String,
     pub key_id: String,
+    /// When the first server was seen signing with the pair: the switch's
+    /// start.
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
+    /// When every server signed with it: the switch's completion. Stamps
+    /// move to a generation only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Timestamp>,
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
 }
 
-/// A key the JWKS listed: it verifies while it is seen there.
+impl GenerationEntry {
+    pub(crate) fn pair(&self) -> Pair<'_> {
+        Pair {
+            issuer: &self.issuer,
+            key_id: &self.key_id,
+        }
+    }
+}
+
+/// A key a JWKS listed: it verifies while it is listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct KeyEntry {
     pub key_id: String,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
 }
 
-/// One successful probe of the API server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Observation {
-    /// The `iss` of a verified token the API server just minted.
-    pub issuer: String,
-    /// Its header's `kid`.
-    pub key_id: String,
-    /// Every key id in the JWKS.
-    pub verifying: Vec<String>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum RetiredKind {
+    Issuer,
+    Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Source {
+    /// Seen from the API servers: no server accepts it any more.
+    Observed,
+    /// The operator's word (`rotation.retiredIssuers`).
+    Declared,
+}
+
+impl Source {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Source::Observed => "observed",
+            Source::Declared => "declared",
+        }
+    }
+}
+
+impl RetiredKind {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            RetiredKind::Issuer => "issuer",
+            RetiredKind::Key => "key",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Retirement {
+    pub kind: RetiredKind,
+    pub name: String,
     pub at: Timestamp,
+    pub source: Source,
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Unordered {
+    pub issuer: String,
+    pub key_id: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
 }
 
 /// What was seen within this long of the newest observation counts as
-/// seen now. It spans a rolling control-plane upgrade, during which
-/// consecutive probes may see the old and the new signer in turn.
+/// seen now. Where the API servers cannot be told apart (one address), a
+/// switch completes once the old pair has not been seen for this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window(pub Duration);
 
@@ -78,76 +170,82 @@ impl Window {
     pub(crate) fn refresh(&self) -> Duration {
         self.0 / 5
     }
+
+    fn signed(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.0).unwrap_or_default()
+    }
 }
 
 impl Ledger {
-    /// Records `seen`, numbering a new pair after the highest number used
-    /// (or `first_number` in an empty ledger). Returns whether anything
-    /// changed, so that an unchanged ledger is not written back.
-    pub(crate) fn observe(
-        &mut self,
-        seen: &Observation,
-        first_number: u64,
-        retired_issuers: &[String],
-        window: Window,
-    ) -> bool {
-        let refresh = jiff::SignedDuration::try_from(window.refresh()).unwrap_or_default();
-        let stale = |last: Timestamp| seen.at.duration_since(last) >= refresh;
-        let mut changed = false;
-        match self
+    /// The generation stamps follow: the newest completed switch.
+    pub(crate) fn in_force(&self) -> Option<&GenerationEntry> {
+        self.generations
+            .iter()
+            .filter(|g| g.completed.is_some())
+            .max_by_key(|g| g.number)
+    }
+
+    /// The newest switch, when it has started and not completed.
+    pub(crate) fn in_progress(&self) -> Option<&GenerationEntry> {
+        let newest = self.generations.iter().max_by_key(|g| g.number)?;
+        newest.completed.is_none().then_some(newest)
+    }
+
+    pub(crate) fn highest_number(&self) -> Option<u64> {
+        self.generations.iter().map(|g| g.number).max()
+    }
+
+    /// The newest time the ledger records: what "recently" is measured
+    /// from, so that a ledger read back after an outage, or a saved copy
+    /// read by `check`, concludes what it concluded when it was written.
+    pub(crate) fn latest(&self) -> Option<Timestamp> {
+        let generations = self
             .generations
-            .iter_mut()
-            .find(|g| g.issuer == seen.issuer && g.key_id == seen.key_id)
-        {
-            Some(entry) => {
-                if stale(entry.last_seen) {
-                    entry.last_seen = seen.at;
-                    changed = true;
-                }
-            }
-            None => {
-                let number = self
-                    .generations
-                    .iter()
-                    .map(|g| g.number + 1)
-                    .max()
-                    .unwrap_or(first_number.max(1));
-                self.generations.push(GenerationEntry {
-                    number,
-                    issuer: seen.issuer.clone(),
-                    key_id: seen.key_id.clone(),
-                    first_seen: seen.at,
-                    last_seen: seen.at,
+            .iter()
+            .flat_map(|g| [Some(g.last_seen), g.completed]);
+        let keys = self.keys.iter().map(|k| Some(k.last_seen));
+        let retirements = self.retirements.iter().map(|r| Some(r.at));
+        let unordered = self.unordered.iter().map(|u| Some(u.last_seen));
+        generations
+            .chain(keys)
+            .chain(retirements)
+            .chain(unordered)
+            .flatten()
+            .max()
+    }
+
+    pub(crate) fn retired(&self, kind: RetiredKind, name: &str) -> Option<&Retirement> {
+        self.retirements
+            .iter()
+            .find(|r| r.kind == kind && r.name == name)
+    }
+
+    /// Brings a ledger of an earlier schema to this one. Schema 1 recorded
+    /// no completions: its stamp followed the newest pair seen, so every
+    /// entry is taken as completed when first seen; its declared
+    /// retirements become retirements with the newest time it recorded.
+    fn upgrade(&mut self) {
+        if self.schema >= SCHEMA {
+            return;
+        }
+        for g in &mut self.generations {
+            g.completed.get_or_insert(g.first_seen);
+        }
+        let at = self.latest();
+        for issuer in &self.retired_issuers {
+            if self.retired(RetiredKind::Issuer, issuer).is_none()
+                && let Some(at) = at
+            {
+                self.retirements.push(Retirement {
+                    kind: RetiredKind::Issuer,
+                    name: issuer.clone(),
+                    at,
+                    source: Source::Declared,
+                    unknown: Map::new(),
                 });
-                changed = true;
             }
         }
-        for kid in &seen.verifying {
-            match self.keys.iter_mut().find(|k| k.key_id == *kid) {
-                Some(entry) => {
-                    if stale(entry.last_seen) {
-                        entry.last_seen = seen.at;
-                        changed = true;
-                    }
-                }
-                None => {
-                    self.keys.push(KeyEntry {
-                        key_id: kid.clone(),
-                        first_seen: seen.at,
-                        last_seen: seen.at,
-                    });
-                    changed = true;
-                }
-            }
-        }
-        for issuer in retired_issuers {
-            let signed = self.generations.iter().any(|g| g.issuer == *issuer);
-            if signed && issuer != &seen.issuer && !self.retired_issuers.contains(issuer) {
-                self.retired_issuers.push(issuer.clone());
-                changed = true;
-            }
-        }
-        changed | self.trim()
+        self.schema = SCHEMA;
     }
 
     fn trim(&mut self) -> bool {
@@ -164,90 +262,41 @@ impl Ledger {
             self.keys.drain(..excess);
             trimmed = true;
         }
-        trimmed
-    }
-
-    /// The newest observation recorded: what "recently" is measured from,
-    /// so that a ledger read back after an outage, or a saved copy read by
-    /// `check`, concludes what it concluded when it was written.
-    fn latest(&self) -> Option<Timestamp> {
-        let generations = self.generations.iter().map(|g| g.last_seen);
-        generations
-            .chain(self.keys.iter().map(|k| k.last_seen))
-            .max()
-    }
-
-    /// Whether this ledger is at least as far along as `other`. Every
-    /// change to a ledger adds a generation or moves an observation forward,
-    /// so (highest number, newest observation) orders the versions of one
-    /// ledger; a watch event that arrives after this replica's own newer
-    /// write is behind by it.
-    pub(crate) fn is_at_least(&self, other: &Ledger) -> bool {
-        let progress = |l: &Ledger| (l.generations.iter().map(|g| g.number).max(), l.latest());
-        progress(self) >= progress(other)
-    }
-
-    /// What the ledger says now; `None` while it is empty.
-    pub(crate) fn conclude(&self, window: Window) -> Option<Discovered> {
-        let latest = self.latest()?;
-        let window = jiff::SignedDuration::try_from(window.0).unwrap_or_default();
-        let recent = |last: Timestamp| latest.duration_since(last) <= window;
-        // The newest pair seen within the window signs: during a roll the
-        // old signer is seen again, and must not take the stamp back.
-        let current = self
-            .generations
-            .iter()
-            .filter(|g| recent(g.last_seen))
-            .max_by_key(|g| g.number)
-            .or_else(|| self.generations.iter().max_by_key(|g| g.number))?;
-        let mut by_age: Vec<&GenerationEntry> = self.generations.iter().collect();
-        by_age.sort_by_key(|g| g.number);
-        let (mut retiring_issuers, mut retired_issuers) = (Vec::new(), Vec::new());
-        for g in by_age {
-            if g.number >= current.number || g.issuer == current.issuer {
-                continue;
-            }
-            let list = if self.retired_issuers.contains(&g.issuer) {
-                &mut retired_issuers
-            } else {
-                &mut retiring_issuers
-            };
-            if !list.contains(&g.issuer) {
-                list.push(g.issuer.clone());
-            }
+        if trimmed {
+            // A retirement names what a generation signed with; one whose
+            // generations are all trimmed goes with them.
+            let (generations, before) = (&self.generations, self.retirements.len());
+            self.retirements.retain(|r| match r.kind {
+                RetiredKind::Issuer => generations.iter().any(|g| g.issuer == r.name),
+                RetiredKind::Key => generations.iter().any(|g| g.key_id == r.name),
+            });
+            trimmed |= self.retirements.len() != before;
         }
-        let mut keys: Vec<(String, KeyState)> = self
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let signed = self.generations.iter().any(|g| g.key_id == k.key_id);
-                let state = match (k.key_id == current.key_id, recent(k.last_seen), signed) {
-                    (true, _, _) => KeyState::Signing,
-                    (false, true, true) => KeyState::Retiring,
-                    (false, true, false) => KeyState::Staged,
-                    (false, false, true) => KeyState::Retired,
-                    // Listed once, never signed, gone: nothing to follow.
-                    (false, false, false) => return None,
-                };
-                Some((k.key_id.clone(), state))
-            })
-            .collect();
-        keys.sort();
-        Some(Discovered {
-            generation: Generation::new(current.number, &current.issuer, &current.key_id),
-            retiring_issuers,
-            retired_issuers,
-            keys,
-            observed_at: latest.as_second(),
-        })
+        if self.retirements.len() > MAX_RETIREMENTS {
+            self.retirements.sort_by_key(|r| r.at);
+            let excess = self.retirements.len() - MAX_RETIREMENTS;
+            self.retirements.drain(..excess);
+            trimmed = true;
+        }
+        trimmed
     }
 }
 
 /// Reads the ledger from a ConfigMap's data, given how to look a key up:
-/// the one reader of both the live ConfigMap and a saved copy of it.
+/// the one reader of both the live ConfigMap and a saved copy of it. The
+/// ledger comes back in this build's schema and checked on its own (not
+/// against a clock or another ledger: see [`Ledger::check`]).
 pub(crate) fn from_data<'a>(get: impl FnOnce(&str) -> Option<&'a str>) -> Result<Ledger, String> {
     let text = get(DATA_KEY).ok_or_else(|| format!("it has no data key {DATA_KEY:?}"))?;
-    serde_json::from_str(text).map_err(|e| format!("{DATA_KEY}: {e}"))
+    from_json(text)
+}
+
+/// Reads the JSON of a ledger.
+pub(crate) fn from_json(text: &str) -> Result<Ledger, String> {
+    let mut ledger: Ledger = serde_json::from_str(text).map_err(|e| format!("{DATA_KEY}: {e}"))?;
+    ledger.upgrade();
+    ledger.check(None).map_err(|e| format!("{DATA_KEY}: {e}"))?;
+    Ok(ledger)
 }
 
 #[cfg(test)]

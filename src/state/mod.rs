@@ -6,7 +6,7 @@ mod discovered;
 pub(crate) mod ledger;
 mod pattern;
 
-pub(crate) use discovered::{Discovered, KeyState};
+pub(crate) use discovered::{Discovered, KeyState, Retired, SwitchTimes};
 pub(crate) use pattern::{Pattern, glob_match};
 
 /// The issuer generation new pods are stamped with.

@@ -53,10 +53,12 @@ fn set(keys: &[&Key]) -> JwkSet {
 fn a_token_that_verifies_is_believed() {
     let a = Key::new("kid-a");
     let token = a.sign(Some("kid-a"), claims(AUDIENCE, 600));
+    let believed = believe(&token, &set(&[&a]), Some(AUDIENCE)).unwrap();
     assert_eq!(
-        believe(&token, &set(&[&a]), AUDIENCE).unwrap(),
-        ("https://issuer.example".to_owned(), "kid-a".to_owned())
+        (believed.issuer.as_str(), believed.key_id.as_str()),
+        ("https://issuer.example", "kid-a")
     );
+    assert_eq!(believed.audiences, [AUDIENCE]);
 }
 
 #[test]
@@ -64,7 +66,9 @@ fn nothing_else_is() {
     let (a, b) = (Key::new("kid-a"), Key::new("kid-b"));
     let jwks = set(&[&a]);
     let refused = |token: String, why: &str| {
-        let e = believe(&token, &jwks, AUDIENCE).unwrap_err().to_string();
+        let e = believe(&token, &jwks, Some(AUDIENCE))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(why), "{why}: {e}");
     };
     // Signed by another key under A's kid: a forgery.
@@ -89,4 +93,38 @@ fn nothing_else_is() {
     let mut no_issuer = claims(AUDIENCE, 600);
     no_issuer.as_object_mut().unwrap().remove("iss");
     refused(a.sign(Some("kid-a"), no_issuer), "does not verify");
+}
+
+/// The token's own `iat` is the clock its expiry is read against: a replica
+/// whose clock is far ahead still believes a token minted a moment ago, and
+/// the time it records is the server's.
+#[test]
+fn expiry_is_read_against_the_servers_clock_not_this_one() {
+    let a = Key::new("kid-a");
+    let server_now = jiff::Timestamp::now().as_second() - 3 * 3600;
+    let token = a.sign(
+        Some("kid-a"),
+        json!({"iss": "https://issuer.example", "aud": [AUDIENCE], "iat": server_now,
+               "exp": server_now + 600, "sub": "system:serviceaccount:ns:canary"}),
+    );
+    let believed = believe(&token, &set(&[&a]), Some(AUDIENCE)).unwrap();
+    assert_eq!(believed.issued_at.as_second(), server_now);
+}
+
+/// With no audience asked for, the token carries the API audiences, which
+/// are read as they are.
+#[test]
+fn a_token_without_an_audience_asked_for_shows_the_api_audiences() {
+    let a = Key::new("kid-a");
+    let now = jiff::Timestamp::now().as_second();
+    let token = a.sign(
+        Some("kid-a"),
+        json!({"iss": "https://new.example", "aud": ["https://new.example", "https://old.example"],
+               "iat": now, "exp": now + 600}),
+    );
+    let believed = believe(&token, &set(&[&a]), None).unwrap();
+    assert_eq!(
+        believed.audiences,
+        ["https://new.example", "https://old.example"]
+    );
 }
