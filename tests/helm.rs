@@ -19,14 +19,18 @@ use std::{
 
 use issuer_guard::config::fields::Shape;
 use k8s_openapi::api::{
-    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        ValidatingWebhookConfiguration,
+    },
     apps::v1::Deployment,
     core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
+    discovery::v1::EndpointSlice,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Client,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use support::{
@@ -38,6 +42,8 @@ use support::{
 };
 
 const RELEASE: &str = "issuer-guard";
+/// The ServiceAccount discovery mints its tokens for, in the release.
+const CANARY: &str = "issuer-guard-canary";
 /// The namespace the READMEs install into.
 const RELEASE_NS: &str = "issuer-guard";
 const ISSUER: &str = "https://helm.e2e.example";
@@ -65,6 +71,21 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found = find(objects, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// The one object of `kind` named `name`.
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} {name}, found {}",
+        found.len()
+    );
     found[0]
 }
 
@@ -148,6 +169,21 @@ fn every_ci_values_file_lints_and_renders() {
         );
         assert_eq!(mutating["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
 
+        // Discovery is on in every file: the ledger is protected, and the
+        // chart never renders the ledger itself (issuer-guard writes it).
+        assert_eq!(
+            one(&objects, "ValidatingAdmissionPolicy")["metadata"]["name"],
+            "issuer-guard-ledger",
+            "{name}"
+        );
+        one(&objects, "ValidatingAdmissionPolicyBinding");
+        assert!(
+            !objects
+                .iter()
+                .any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "issuer-guard-ledger"),
+            "{name}: the chart renders the ledger ConfigMap"
+        );
+
         let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
         assert_eq!(
             find(&objects, "PodDisruptionBudget").len(),
@@ -224,6 +260,31 @@ fn every_ci_values_file_lints_and_renders() {
                 assert!(with.iter().any(|(a, e)| a == "IssuerGuardRotationComing"
                     && e.contains("state=\"staged\"")
                     && e.contains("state=\"planned\"")));
+                // The ledger refused: one series per pod, any of them.
+                let refused = one(&objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["alert"] == "IssuerGuardLedgerRefused")
+                    .expect("a ledger alert");
+                assert_eq!(
+                    refused["expr"],
+                    r#"max(issuer_guard_ledger_refused_now{namespace="issuer-guard",job="issuer-guard"}) > 0"#,
+                    "{refused}"
+                );
+                assert_eq!(refused["for"], "5m", "{refused}");
+                assert_eq!(refused["labels"]["team"], "platform", "{refused}");
+                let said = refused["annotations"]["description"].as_str().unwrap();
+                for must in [
+                    "issuer-guard/issuer-guard-ledger",
+                    "stays in force",
+                    "stays unready",
+                    "restore the last valid ledger",
+                    "delete the ConfigMap: the replicas write back the one they hold",
+                    "system:masters",
+                ] {
+                    assert!(said.contains(must), "{must}: {said}");
+                }
                 // Without discovery its alerts would never fire, or fire
                 // forever: they are not rendered.
                 let without = alerts(&render(
@@ -234,9 +295,10 @@ fn every_ci_values_file_lints_and_renders() {
                     !without
                         .iter()
                         .any(|(a, _)| a.starts_with("IssuerGuardDiscovery")
-                            || a == "IssuerGuardRotationComing")
+                            || a == "IssuerGuardRotationComing"
+                            || a == "IssuerGuardLedgerRefused")
                 );
-                assert_eq!(without.len() + 2, with.len());
+                assert_eq!(without.len() + 3, with.len());
             }
             _ => {}
         }
@@ -343,9 +405,26 @@ fn discovery_env() -> [String; 4] {
     })
 }
 
+/// The environment variable `serve` reads `--apiserver-endpoints` from.
+fn apiserver_endpoints_env() -> String {
+    use clap::CommandFactory;
+    let cli = issuer_guard::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").expect("a serve subcommand");
+    serve
+        .get_arguments()
+        .find(|a| a.get_id() == "apiserver_endpoints")
+        .expect("serve has --apiserver-endpoints")
+        .get_env()
+        .expect("--apiserver-endpoints reads an environment variable")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Discovery's flags and the RBAC they need come together or not at all,
-/// and the RBAC is exactly the least the binary needs: its own token, the
-/// two discovery URLs, and writes to its ledger by name only.
+/// and the RBAC is exactly the least the binary needs: tokens for the
+/// canary alone, the two discovery URLs, a list of the EndpointSlices in
+/// `default` (unless the API servers are named), and writes to its ledger
+/// by name only.
 /// The Secret watch can be turned off with discovery still on: then the
 /// binary is told not to watch, and the cluster-wide Secret grant goes.
 #[test]
@@ -370,7 +449,14 @@ fn the_secret_watch_and_its_cluster_wide_grant_go_together() {
     let rbac = chart::render(RELEASE, RELEASE_NS, &off, "rbac.yaml");
     assert_eq!(
         kinds(&rbac),
-        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding"
+        ]
     );
     assert_eq!(
         one(&rbac, "ClusterRole")["rules"],
@@ -401,12 +487,20 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     // a chart that forgot to pass one would be caught.
     let (release, ns) = ("edge", "guard-system");
     let (fullname, ledger) = ("edge-issuer-guard", "edge-issuer-guard-ledger");
+    let canary = "edge-issuer-guard-canary";
     let service_account = json!({"kind": "ServiceAccount", "name": fullname, "namespace": ns});
 
     let rbac = chart::render(release, ns, &[], "rbac.yaml");
     assert_eq!(
         kinds(&rbac),
-        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding"
+        ]
     );
     let cluster_role = one(&rbac, "ClusterRole");
     assert_eq!(
@@ -421,23 +515,44 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
         one(&rbac, "ClusterRoleBinding")["subjects"],
         json!([service_account])
     );
-    let role = one(&rbac, "Role");
+    // The Role in the release namespace: tokens for the canary alone, never
+    // for its own account (a token with no audience authenticates as its
+    // account), and the ledger by name.
+    let role = named(&rbac, "Role", &format!("{fullname}-discovery"));
     assert_eq!(role["metadata"]["namespace"], ns, "{role}");
     assert_eq!(
         role["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [fullname], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [canary], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["update", "patch"]},
         ]),
         "{role}"
     );
-    let binding = one(&rbac, "RoleBinding");
+    let binding = named(&rbac, "RoleBinding", &format!("{fullname}-discovery"));
     assert_eq!(binding["metadata"]["namespace"], ns, "{binding}");
     assert_eq!(
         binding["roleRef"],
         json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}),
+        "{binding}"
+    );
+    assert_eq!(binding["subjects"], json!([service_account]), "{binding}");
+    // The Role in `default`: list EndpointSlices (every API server's
+    // address), nothing else; RBAC cannot narrow a list by label.
+    let apiservers = format!("{fullname}-apiservers");
+    let role = named(&rbac, "Role", &apiservers);
+    assert_eq!(role["metadata"]["namespace"], "default", "{role}");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}]),
+        "{role}"
+    );
+    let binding = named(&rbac, "RoleBinding", &apiservers);
+    assert_eq!(binding["metadata"]["namespace"], "default", "{binding}");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": apiservers}),
         "{binding}"
     );
     assert_eq!(binding["subjects"], json!([service_account]), "{binding}");
@@ -446,13 +561,14 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     let env = container_env(one(&deployments, "Deployment"));
     let want: Vec<(String, String)> = discovery_env()
         .into_iter()
-        .zip([&format!("{ns}/{fullname}"), ledger, "10s", "5m"])
+        .zip([&format!("{ns}/{canary}"), ledger, "10s", "5m"])
         .map(|(k, v)| (k, v.to_owned()))
         .collect();
     assert_eq!(env, want);
 
-    // Another ServiceAccount and ledger: the flags and the Role still name
-    // the same ones, and the durations are passed through as given.
+    // Another ServiceAccount and ledger: the flags and the Roles still name
+    // the same ones, and the durations are passed through as given. The
+    // canary is the chart's whatever account the pods run as.
     let set = [
         "serviceAccount.create=false",
         "serviceAccount.name=shared",
@@ -460,20 +576,21 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
         "discovery.interval=500ms",
         "discovery.window=2h",
     ];
-    let role = chart::render(release, ns, &set, "rbac.yaml")
-        .into_iter()
-        .find(|o| o["kind"] == "Role")
-        .expect("a Role");
-    assert_eq!(
-        role["rules"][0]["resourceNames"],
-        json!(["shared"]),
-        "{role}"
-    );
+    let rbac = chart::render(release, ns, &set, "rbac.yaml");
+    let role = named(&rbac, "Role", &format!("{fullname}-discovery"));
+    assert_eq!(role["rules"][0]["resourceNames"], json!([canary]), "{role}");
     assert_eq!(
         role["rules"][3]["resourceNames"],
         json!(["generations.example"]),
         "{role}"
     );
+    for binding in find(&rbac, "RoleBinding") {
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "shared", "namespace": ns}]),
+            "{binding}"
+        );
+    }
     let env = container_env(one(
         &chart::render(release, ns, &set, "deployment.yaml"),
         "Deployment",
@@ -481,8 +598,57 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     let values: Vec<&str> = env.iter().map(|(_, v)| v.as_str()).collect();
     assert_eq!(
         values,
-        ["guard-system/shared", "generations.example", "500ms", "2h"]
+        [
+            "guard-system/edge-issuer-guard-canary",
+            "generations.example",
+            "500ms",
+            "2h"
+        ]
     );
+
+    // The API servers named: passed joined by commas, and no EndpointSlice
+    // grant, since nothing reads them.
+    let set = [
+        "discovery.apiserverEndpoints[0]=https://10.0.0.11:6443",
+        "discovery.apiserverEndpoints[1]=https://[fd00::12]:6443",
+    ];
+    let env = container_env(one(
+        &chart::render(release, ns, &set, "deployment.yaml"),
+        "Deployment",
+    ));
+    assert_eq!(
+        env.last(),
+        Some(&(
+            apiserver_endpoints_env(),
+            "https://10.0.0.11:6443,https://[fd00::12]:6443".to_owned()
+        )),
+        "{env:?}"
+    );
+    assert_eq!(env.len(), 5, "{env:?}");
+    let rbac = chart::render(release, ns, &set, "rbac.yaml");
+    assert_eq!(
+        kinds(&rbac),
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    );
+    assert!(
+        !serde_json::to_string(&rbac)
+            .unwrap()
+            .contains("endpointslices"),
+        "{rbac:?}"
+    );
+    let home = tempfile::tempdir().unwrap();
+    for bad in [
+        "http://10.0.0.11:6443",
+        "https://a:1\\,https://b:1",
+        "10.0.0.11:6443",
+    ] {
+        let set = format!("discovery.apiserverEndpoints[0]={bad}");
+        assert_refused(
+            home.path(),
+            &["--set-string", &set],
+            "/discovery/apiserverEndpoints/0",
+        );
+    }
 
     // Off: no Role, no discovery URLs, no flags; the Secret watch's grant
     // and the user's own environment stay.
@@ -534,6 +700,197 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
         let set = format!("discovery.ledger={bad}");
         assert_refused(home.path(), &["--set-string", &set], "/discovery/ledger");
     }
+}
+
+/// Discovery mints its tokens for a ServiceAccount of its own, the canary,
+/// which the chart creates with discovery and binds to nothing: a token
+/// minted with no audience authenticates as it, so it may do nothing. The
+/// pods never run as it, and a cloud identity annotation meant for the pods
+/// never reaches it.
+#[test]
+fn the_canary_account_is_made_for_discovery_and_bound_to_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let (canary, ledger) = ("issuer-guard-canary", "issuer-guard-ledger");
+    let annotated =
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/guard";
+    let objects = render(home.path(), &["--set", annotated]);
+    let account = named(&objects, "ServiceAccount", canary);
+    assert_eq!(account["metadata"]["namespace"], RELEASE_NS, "{account}");
+    assert_eq!(account["automountServiceAccountToken"], false, "{account}");
+    assert!(
+        account["metadata"].get("annotations").is_none(),
+        "{account}"
+    );
+    let own = named(&objects, "ServiceAccount", RELEASE);
+    assert!(own["metadata"]["annotations"].is_object(), "{own}");
+    assert_eq!(pod_spec(&objects)["serviceAccountName"], RELEASE);
+
+    // No binding anywhere in the release (the helm test's hooks included)
+    // has it as a subject, and the one rule that names it is the grant to
+    // mint its tokens.
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+    {
+        for subject in binding["subjects"].as_array().expect("subjects") {
+            assert_ne!(subject["name"], canary, "{binding}");
+        }
+    }
+    let naming: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        .flat_map(|r| r["rules"].as_array().into_iter().flatten().cloned())
+        .filter(|rule| rule.to_string().contains(canary))
+        .collect();
+    assert_eq!(
+        naming,
+        [
+            json!({"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [canary], "verbs": ["create"]})
+        ]
+    );
+    // Its namespace and name are what discovery is given.
+    assert!(container_env(one(&objects, "Deployment")).contains(&(
+        "ISSUER_GUARD_SERVICE_ACCOUNT".to_owned(),
+        format!("{RELEASE_NS}/{canary}")
+    )));
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["metadata"]["name"] == ledger && o["kind"] == "ConfigMap")
+    );
+
+    // Made with discovery whoever makes the pods' account, and only then.
+    let theirs = render(
+        home.path(),
+        &[
+            "--set",
+            "serviceAccount.create=false",
+            "--set",
+            "serviceAccount.name=shared",
+        ],
+    );
+    named(&theirs, "ServiceAccount", canary);
+    let off = render(home.path(), &["--set", "discovery.enabled=false"]);
+    assert!(
+        !serde_json::to_string(&off).unwrap().contains(canary),
+        "discovery is off, yet the canary is rendered"
+    );
+    // The pods may not run as the canary.
+    assert_refused(
+        home.path(),
+        &["--set", &format!("serviceAccount.name={canary}")],
+        "is the canary ServiceAccount",
+    );
+}
+
+/// The ledger is written by issuer-guard's own ServiceAccount alone: a
+/// ValidatingAdmissionPolicy in the chart holds every other writer off it
+/// (`system:masters` is the break glass), and the chart never renders the
+/// ledger itself.
+#[test]
+fn the_ledger_policy_lets_only_issuer_guards_account_write_the_ledger() {
+    let (release, ns) = ("edge", "guard-system");
+    let (fullname, ledger) = ("edge-issuer-guard", "edge-issuer-guard-ledger");
+    let policy_of = |set: &[&str]| -> (Value, Value) {
+        let objects = chart::render(release, ns, set, "ledger-policy.yaml");
+        assert_eq!(
+            kinds(&objects),
+            [
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"
+            ]
+        );
+        (objects[0].clone(), objects[1].clone())
+    };
+    let (policy, binding) = policy_of(&[]);
+    assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(policy["metadata"]["name"], format!("{fullname}-ledger"));
+    let spec = &policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail", "{spec}");
+    assert_eq!(
+        spec["matchConstraints"],
+        json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["configmaps"]}]}),
+        "{spec}"
+    );
+    // The ledger by name, from the request (set on CREATE too) or from the
+    // old object (a deletecollection's DELETE has no request name), every
+    // field tested before it is read: with Fail, an error would refuse
+    // writes to every ConfigMap in the namespace.
+    let is_ledger = format!(
+        "(has(request.name) && request.name == '{ledger}') || (oldObject != null && has(oldObject.metadata.name) && oldObject.metadata.name == '{ledger}')"
+    );
+    assert_eq!(
+        spec["matchConditions"],
+        json!([{"name": "the-ledger", "expression": is_ledger}]),
+        "{spec}"
+    );
+    let validations = spec["validations"].as_array().expect("validations");
+    assert_eq!(validations.len(), 1, "{spec}");
+    let writers = format!(
+        "request.userInfo.username == 'system:serviceaccount:{ns}:{fullname}' || (has(request.userInfo.groups) && 'system:masters' in request.userInfo.groups)"
+    );
+    assert_eq!(
+        validations[0]["expression"],
+        format!(
+            "{writers} || (request.operation == 'DELETE' && namespaceObject != null && has(namespaceObject.metadata.deletionTimestamp))"
+        ),
+        "{spec}"
+    );
+    let message = validations[0]["message"].as_str().expect("a message");
+    for must in [
+        &format!("only issuer-guard's ServiceAccount {ns}/{fullname} may create, change or delete"),
+        ledger,
+        "system:masters is the break glass",
+    ] {
+        assert!(message.contains(must), "{must}: {message}");
+    }
+    assert_eq!(validations[0]["reason"], "Forbidden");
+    assert_eq!(
+        binding["spec"],
+        json!({
+            "policyName": format!("{fullname}-ledger"),
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+        }),
+        "{binding}"
+    );
+
+    // Another account and ledger: the policy names them.
+    let (policy, _) = policy_of(&[
+        "serviceAccount.create=false",
+        "serviceAccount.name=shared",
+        "discovery.ledger=generations.example",
+    ]);
+    let text = policy["spec"].to_string();
+    assert!(
+        text.contains("request.name == 'generations.example'")
+            && text.contains("'system:serviceaccount:guard-system:shared'")
+            && !text.contains(ledger),
+        "{text}"
+    );
+
+    // Off with protectLedger=false or without discovery; and the chart never
+    // renders the ledger ConfigMap, whatever the values.
+    let home = tempfile::tempdir().unwrap();
+    for set in ["discovery.protectLedger=false", "discovery.enabled=false"] {
+        let objects = render(home.path(), &["--set", set]);
+        assert!(
+            find(&objects, "ValidatingAdmissionPolicy").is_empty()
+                && find(&objects, "ValidatingAdmissionPolicyBinding").is_empty(),
+            "{set}: {:?}",
+            kinds(&objects)
+        );
+    }
+    let objects = render(home.path(), &[]);
+    let config_maps: Vec<&Value> = find(&objects, "ConfigMap");
+    assert_eq!(config_maps.len(), 1, "{config_maps:?}");
+    assert_eq!(config_maps[0]["metadata"]["name"], "issuer-guard-config");
+    assert_refused(
+        home.path(),
+        &["--set-string", "discovery.protectLedger=yes"],
+        "/discovery/protectLedger",
+    );
 }
 
 async fn secret_data(client: &Client, ns: &str, name: &str) -> Vec<(String, Vec<u8>)> {
@@ -638,18 +995,38 @@ async fn assert_discovery_rbac(admin: &Client, sa: &Client) {
         );
     }
 
+    // Tokens for the canary, which may do nothing; never for itself (a
+    // token with no audience would authenticate as the webhook), nor for
+    // any other account.
     let token_request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
             .unwrap();
     let accounts: Api<ServiceAccount> = Api::namespaced(sa.clone(), RELEASE_NS);
     accounts
-        .create_token_request(RELEASE, &PostParams::default(), &token_request)
+        .create_token_request(CANARY, &PostParams::default(), &token_request)
         .await
-        .expect("a token for its own ServiceAccount");
+        .expect("a token for the canary ServiceAccount");
+    for other in [RELEASE, "default"] {
+        assert_forbidden(
+            &format!("a token for ServiceAccount {other}"),
+            accounts
+                .create_token_request(other, &PostParams::default(), &token_request)
+                .await,
+        );
+    }
+
+    // Every API server's address: a list of the EndpointSlices in
+    // `default`, as discovery sends it, and nothing else of them.
+    let slices: Api<EndpointSlice> = Api::namespaced(sa.clone(), "default");
+    slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=kubernetes"))
+        .await
+        .expect("list the kubernetes Service's EndpointSlices");
+    assert_forbidden("getting an EndpointSlice", slices.get("kubernetes").await);
     assert_forbidden(
-        "a token for another ServiceAccount",
-        accounts
-            .create_token_request("default", &PostParams::default(), &token_request)
+        "listing EndpointSlices outside default",
+        Api::<EndpointSlice>::namespaced(sa.clone(), NS)
+            .list(&ListParams::default())
             .await,
     );
 
@@ -707,11 +1084,73 @@ async fn assert_discovery_rbac(admin: &Client, sa: &Client) {
     );
 }
 
-/// Every admission review the webhook at health address `health` has
-/// answered: the sum of `issuer_guard_admission_requests_total` over all its
-/// series.
-async fn admission_requests(health: &str) -> f64 {
-    let text = reqwest::Client::builder()
+/// A client holding a fresh token of ServiceAccount `ns/name` (minted by
+/// `admin`), with its kubeconfig at `kubeconfig`.
+async fn account_client(
+    cp: &ControlPlane,
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    kubeconfig: &Path,
+) -> Client {
+    let req = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+        .unwrap();
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &req)
+        .await
+        .unwrap_or_else(|e| panic!("a token for {ns}/{name}: {e}"))
+        .status
+        .expect("a token")
+        .token
+        .expect("a token");
+    cp.token_client(&token, kubeconfig).await
+}
+
+/// The canary, as a token minted for it with no audience authenticates:
+/// nothing the chart grants is open to it.
+async fn assert_canary_may_do_nothing(canary: &Client) {
+    let maps: Api<ConfigMap> = Api::namespaced(canary.clone(), RELEASE_NS);
+    assert_forbidden(
+        "the canary listing ConfigMaps",
+        maps.list(&ListParams::default()).await,
+    );
+    assert_forbidden(
+        "the canary reading the ledger",
+        maps.get(&format!("{RELEASE}-ledger")).await,
+    );
+    let object: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": format!("{RELEASE}-ledger")}})).unwrap();
+    assert_forbidden(
+        "the canary creating the ledger",
+        maps.create(&PostParams::default(), &object).await,
+    );
+    let req = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+        .unwrap();
+    for account in [CANARY, RELEASE] {
+        assert_forbidden(
+            &format!("the canary minting a token for {account}"),
+            Api::<ServiceAccount>::namespaced(canary.clone(), RELEASE_NS)
+                .create_token_request(account, &PostParams::default(), &req)
+                .await,
+        );
+    }
+    assert_forbidden(
+        "the canary listing EndpointSlices",
+        Api::<EndpointSlice>::namespaced(canary.clone(), "default")
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "the canary listing Secrets",
+        Api::<Secret>::all(canary.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+}
+
+/// The webhook's /metrics at health address `health`.
+async fn metrics_text(health: &str) -> String {
+    reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
@@ -722,8 +1161,16 @@ async fn admission_requests(health: &str) -> f64 {
         .expect("the webhook's /metrics")
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// Every admission review the webhook at health address `health` has
+/// answered: the sum of `issuer_guard_admission_requests_total` over all its
+/// series.
+async fn admission_requests(health: &str) -> f64 {
+    metrics_text(health)
+        .await
+        .lines()
         .filter(|l| l.starts_with("issuer_guard_admission_requests_total{"))
         .map(|l| {
             l.rsplit_once(' ')
@@ -900,6 +1347,222 @@ async fn a_default_install_with_no_issuer_guard_running_blocks_nothing() {
     }
 }
 
+/// The chart's ValidatingAdmissionPolicy on the real API server: the
+/// ledger is created, changed and deleted by issuer-guard's ServiceAccount
+/// and `system:masters` only, even by an account whose RBAC allows every
+/// ConfigMap write in the namespace (a deletecollection included); other
+/// ConfigMaps are untouched by it; and a namespace being deleted still
+/// empties, ledger and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
+    let cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
+    let home = cp.dir().join("helm");
+    std::fs::create_dir_all(&home).unwrap();
+    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
+    // Nothing runs and nothing is declared: both webhooks fail open.
+    let values = home.join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "image:\n  repository: {IMAGE_REPOSITORY}\nwebhook:\n  urlOverride: \"https://127.0.0.1:{}\"\ntls:\n  extraIPs: [\"127.0.0.1\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let values = values.to_str().unwrap().to_owned();
+    let args = [
+        "install",
+        RELEASE,
+        CHART,
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--namespace",
+        RELEASE_NS,
+        "--create-namespace",
+        "-f",
+        values.as_str(),
+    ];
+    ok(&helm(&home, &args), "helm install");
+
+    let dir = cp.dir().join("ledger-policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pp = PostParams::default();
+    let admin = cp.client.clone();
+    // An intruder whose RBAC allows every ConfigMap write in the namespace.
+    Api::<ServiceAccount>::namespaced(admin.clone(), RELEASE_NS)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "intruder"}})).unwrap(),
+        )
+        .await
+        .expect("the intruder's ServiceAccount");
+    Api::<Role>::namespaced(admin.clone(), RELEASE_NS)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "intruder"}, "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
+            .unwrap(),
+        )
+        .await
+        .expect("the intruder's Role");
+    Api::<RoleBinding>::namespaced(admin.clone(), RELEASE_NS)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "intruder"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "intruder"},
+                "subjects": [{"kind": "ServiceAccount", "name": "intruder", "namespace": RELEASE_NS}]}))
+            .unwrap(),
+        )
+        .await
+        .expect("the intruder's RoleBinding");
+    let own = account_client(
+        &cp,
+        &admin,
+        RELEASE_NS,
+        RELEASE,
+        &dir.join("own.kubeconfig"),
+    )
+    .await;
+    let intruder = account_client(
+        &cp,
+        &admin,
+        RELEASE_NS,
+        "intruder",
+        &dir.join("intruder.kubeconfig"),
+    )
+    .await;
+    let maps = |c: &Client| Api::<ConfigMap>::namespaced(c.clone(), RELEASE_NS);
+    let object = |name: &str, value: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"v": value}})).unwrap()
+    };
+    let change = |value: &str| Patch::Merge(json!({"data": {"v": value}}));
+    let ledger = format!("{RELEASE}-ledger");
+
+    // Another ConfigMap: the intruder's RBAC at work, which the policy
+    // leaves alone.
+    eventually(
+        "the intruder's RBAC to take effect",
+        Duration::from_secs(30),
+        || async {
+            maps(&intruder)
+                .create(&pp, &object("other", "1"))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    // issuer-guard's account creates the ledger.
+    maps(&own)
+        .create(&pp, &object(&ledger, "1"))
+        .await
+        .expect("issuer-guard's account creates the ledger");
+    // Once the API server has loaded the policy, the intruder is refused.
+    let refusal = eventually(
+        "the policy to refuse the intruder's patch of the ledger",
+        Duration::from_secs(60),
+        || async {
+            match maps(&intruder)
+                .patch(&ledger, &PatchParams::default(), &change("forged"))
+                .await
+            {
+                Err(kube::Error::Api(e)) => Some(e),
+                Ok(_) => None,
+                Err(other) => panic!("patching the ledger: {other}"),
+            }
+        },
+    )
+    .await;
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+    assert!(
+        refusal
+            .message
+            .contains(&format!("ValidatingAdmissionPolicy '{RELEASE}-ledger'"))
+            && refusal
+                .message
+                .contains("system:masters is the break glass"),
+        "{refusal:?}"
+    );
+    let current = maps(&intruder).get(&ledger).await.expect("read the ledger");
+    assert_forbidden(
+        "the intruder replacing the ledger",
+        maps(&intruder).replace(&ledger, &pp, &current).await,
+    );
+    assert_forbidden(
+        "the intruder deleting the ledger",
+        maps(&intruder)
+            .delete(&ledger, &DeleteParams::default())
+            .await,
+    );
+    // A deletecollection names no object in its request: the policy
+    // still sees the ledger among the objects it deletes.
+    assert_forbidden(
+        "the intruder deleting every ConfigMap",
+        maps(&intruder)
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await,
+    );
+    assert!(maps(&admin).get_opt(&ledger).await.unwrap().is_some());
+    // Other ConfigMaps stay the intruder's to write.
+    maps(&intruder)
+        .create(&pp, &object("other-2", "1"))
+        .await
+        .expect("the intruder creates another ConfigMap");
+    maps(&intruder)
+        .patch("other-2", &PatchParams::default(), &change("2"))
+        .await
+        .expect("the intruder patches another ConfigMap");
+    maps(&intruder)
+        .delete("other-2", &DeleteParams::default())
+        .await
+        .expect("the intruder deletes another ConfigMap");
+
+    // issuer-guard's account changes it; system:masters, the break glass,
+    // may do anything, and the intruder may not create it anew.
+    maps(&own)
+        .patch(&ledger, &PatchParams::default(), &change("2"))
+        .await
+        .expect("issuer-guard's account patches the ledger");
+    maps(&admin)
+        .patch(&ledger, &PatchParams::default(), &change("3"))
+        .await
+        .expect("system:masters patches the ledger");
+    maps(&admin)
+        .delete(&ledger, &DeleteParams::default())
+        .await
+        .expect("system:masters deletes the ledger");
+    assert_forbidden(
+        "the intruder creating the ledger",
+        maps(&intruder)
+            .create(&pp, &object(&ledger, "forged"))
+            .await,
+    );
+    maps(&own)
+        .create(&pp, &object(&ledger, "4"))
+        .await
+        .expect("issuer-guard's account writes the ledger back");
+
+    // The namespace going away takes the ledger with it. No namespace
+    // controller runs here: the namespace stays Terminating, and the
+    // deletecollection that controller sends is sent by the intruder,
+    // whose RBAC allows it: let through now.
+    Api::<Namespace>::all(admin.clone())
+        .delete(RELEASE_NS, &DeleteParams::default())
+        .await
+        .expect("delete the release namespace");
+    eventually(
+        "the terminating namespace's ConfigMaps deleted, ledger included",
+        Duration::from_secs(30),
+        || async {
+            maps(&intruder)
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert!(maps(&admin).get_opt(&ledger).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricted_pss() {
     let cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
@@ -994,6 +1657,15 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     // Checked before issuer-guard runs, because the check writes the ledger
     // ConfigMap by hand; the one it leaves is removed for issuer-guard's own.
     assert_discovery_rbac(&cp.client, &sa_client).await;
+    let canary = account_client(
+        &cp,
+        &cp.client,
+        RELEASE_NS,
+        CANARY,
+        &dir.join("canary.kubeconfig"),
+    )
+    .await;
+    assert_canary_may_do_nothing(&canary).await;
     Api::<ConfigMap>::namespaced(cp.client.clone(), RELEASE_NS)
         .delete(&format!("{RELEASE}-ledger"), &Default::default())
         .await
@@ -1068,6 +1740,27 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     // Ready means the Secret watch synced (list and watch are allowed) and
     // the ledger was read.
     host.wait_ready(&format!("127.0.0.1:{health_port}")).await;
+    // Discovery succeeds with the chart's grants: tokens minted for the
+    // canary, the API servers listed from `default`'s EndpointSlices.
+    eventually(
+        "a discovery round that succeeded",
+        Duration::from_secs(60),
+        || async {
+            let text = metrics_text(&format!("127.0.0.1:{health_port}")).await;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("issuer_guard_discovery_last_success_timestamp_seconds ")
+                        && !l.ends_with(" 0")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(dir.join("issuer-guard.log")).expect("the log");
+    assert!(
+        !log.contains("cannot list the default/kubernetes EndpointSlices"),
+        "the chart's EndpointSlice grant is missing:\n{log}"
+    );
 
     let plain = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -1305,9 +1998,42 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         .filter(|n| n.starts_with(RELEASE))
         .collect();
     assert!(left.is_empty(), "Secrets left behind: {left:?}");
+    for account in [RELEASE, CANARY] {
+        assert!(
+            Api::<ServiceAccount>::namespaced(cp.client.clone(), RELEASE_NS)
+                .get_opt(account)
+                .await
+                .unwrap()
+                .is_none(),
+            "ServiceAccount {account} left behind"
+        );
+    }
+    let ledger_policy = format!("{RELEASE}-ledger");
     assert!(
-        Api::<ServiceAccount>::namespaced(cp.client.clone(), RELEASE_NS)
-            .get_opt(RELEASE)
+        Api::<ValidatingAdmissionPolicy>::all(cp.client.clone())
+            .get_opt(&ledger_policy)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<ValidatingAdmissionPolicyBinding>::all(cp.client.clone())
+            .get_opt(&ledger_policy)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let apiservers = format!("{RELEASE}-apiservers");
+    assert!(
+        Api::<Role>::namespaced(cp.client.clone(), "default")
+            .get_opt(&apiservers)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<RoleBinding>::namespaced(cp.client.clone(), "default")
+            .get_opt(&apiservers)
             .await
             .unwrap()
             .is_none()
@@ -2790,7 +3516,8 @@ fn self_tls_rbac_is_its_secret_and_its_two_webhook_configurations_by_name() {
     expected.push(webhooks_rule.clone());
     assert_eq!(cluster_rules(&with), json!(expected));
     let roles: Vec<&Value> = find(&with, "Role");
-    assert_eq!(roles.len(), 2, "{roles:?}");
+    // -discovery, -apiservers (in default) and -tls.
+    assert_eq!(roles.len(), 3, "{roles:?}");
     assert_eq!(
         roles
             .iter()

@@ -61,6 +61,18 @@ The ServiceAccount the pods run as.
 {{- end }}
 
 {{/*
+The ServiceAccount discovery mints its probe tokens for: <fullname>-canary,
+never the pods' own. A token minted with no audience authenticates to the
+API server as its account, so this one is bound to nothing and may do
+nothing. The Role <fullname>-discovery lets issuer-guard mint tokens for
+this name only, and ISSUER_GUARD_SERVICE_ACCOUNT names it: both come from
+here.
+*/}}
+{{- define "issuer-guard.canaryServiceAccountName" -}}
+{{- printf "%s-canary" (include "issuer-guard.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 The image reference: repository@digest when a digest is given, else
 repository:tag (tag defaults to the appVersion). The repository has no
 default: the project publishes no image, and a default name would install a
@@ -130,8 +142,10 @@ The ConfigMap holding config.yaml.
 
 {{/*
 The discovery ledger ConfigMap: discovery.ledger, or <fullname>-ledger. The
-Role grants update and patch on this name only, so the Deployment's
---ledger and the Role must both come from here.
+Role grants update and patch on this name only, and the policy
+<fullname>-ledger lets only issuer-guard write it, so the Deployment's
+--ledger, the Role and the policy must all come from here. The chart never
+renders the ConfigMap itself: issuer-guard creates it.
 */}}
 {{- define "issuer-guard.ledgerName" -}}
 {{- .Values.discovery.ledger | default (printf "%s-ledger" (include "issuer-guard.fullname" . | trunc 56 | trimSuffix "-")) }}
