@@ -83,7 +83,7 @@ pub struct ControlPlane {
     // write into.
     kcm: Option<Proc>,
     /// API servers started by [`ControlPlane::start_second_apiserver`].
-    extra_apiservers: Vec<Proc>,
+    extra_apiservers: Vec<(u16, Proc)>,
     apiserver: Proc,
     etcd: Proc,
     /// The API server as the admin user.
@@ -191,21 +191,44 @@ impl ControlPlane {
     /// plane or at [`ControlPlane::stop_second_apiservers`].
     pub async fn start_second_apiserver(&mut self, flags: ServiceAccountFlags) -> u16 {
         let port = free_port();
+        self.start_extra(port, flags).await;
+        port
+    }
+
+    /// Restarts the second API server on `port` with other flags: one step
+    /// of a roll, one server at a time.
+    pub async fn restart_second_apiserver(&mut self, port: u16, flags: ServiceAccountFlags) {
+        // The old process must release the port before the new one binds it.
+        self.extra_apiservers.retain(|(p, _)| *p != port);
+        self.start_extra(port, flags).await;
+    }
+
+    async fn start_extra(&mut self, port: u16, flags: ServiceAccountFlags) {
         // apiserver_args puts --cert-dir under the directory it is given; a
         // directory per server keeps two of them from writing the same files.
         // Named by port, so a server started after a stop has its own too.
         let root = self.dir.path().join(format!("apiserver-{port}"));
         std::fs::create_dir_all(&root).expect("create the second API server's directory");
         let args = apiserver_args(&root, &self.pki, self.etcd_port, port, &flags);
-        let log = self.dir.path().join(format!("kube-apiserver-{port}.log"));
+        // One log per start: a restarted server's first log is kept.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let log = self
+            .dir
+            .path()
+            .join(format!("kube-apiserver-{port}.{started}.log"));
         let kubeconfig = root.join("admin.kubeconfig");
         self.pki
             .write_kubeconfig(&kubeconfig, &format!("https://127.0.0.1:{port}"));
-        self.extra_apiservers.push(Proc::spawn(
-            "kube-apiserver",
-            &binaries::get().kube_apiserver,
-            &args,
-            log,
+        self.extra_apiservers.push((
+            port,
+            Proc::spawn(
+                "kube-apiserver",
+                &binaries::get().kube_apiserver,
+                &args,
+                log,
+            ),
         ));
         let client = admin_client(&kubeconfig).await;
         let deadline = Deadline::new(format!("kube-apiserver :{port} /readyz"), START_TIMEOUT);
@@ -213,6 +236,7 @@ impl ControlPlane {
             self.extra_apiservers
                 .last_mut()
                 .expect("the server just started")
+                .1
                 .assert_running();
             self.etcd.assert_running();
             let req = http::Request::get("/readyz")
@@ -221,7 +245,7 @@ impl ControlPlane {
             if let Ok(body) = client.request_text(req).await
                 && body.trim() == "ok"
             {
-                return port;
+                return;
             }
             deadline.tick().await;
         }

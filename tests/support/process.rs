@@ -29,6 +29,19 @@ impl Proc {
         Self::spawn_in(name, Command::new(program), program, args, log)
     }
 
+    /// [`Proc::spawn`] with `env` added to the test runner's environment.
+    pub fn spawn_adding_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Self::spawn_in(name, cmd, program, args, log)
+    }
+
     /// [`Proc::spawn`] with exactly the environment `env` and nothing the
     /// test runner's environment holds.
     pub fn spawn_with_env(

@@ -75,12 +75,15 @@ pub struct Launch {
     /// `false` returns once the process runs, for tests of readiness
     /// itself; it cannot be combined with a registration.
     pub ready: bool,
+    /// Environment variables added to the test runner's.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Launch {
     fn default() -> Self {
         Launch {
             registration: Some(Registration::default()),
+            env: Vec::new(),
             args: Vec::new(),
             name: "issuer-guard".to_owned(),
             kubeconfig: None,
@@ -136,10 +139,11 @@ impl IssuerGuard {
             format!("--kubeconfig={}", kubeconfig.display()),
         ];
         args.extend(launch.args);
-        let process = Proc::spawn(
+        let process = Proc::spawn_adding_env(
             "issuer-guard",
             &super::issuer_guard_bin(),
             &args,
+            &launch.env,
             cp.dir().join(format!("{}.log", launch.name)),
         );
         let mut guard = IssuerGuard {
