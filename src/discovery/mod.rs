@@ -5,6 +5,7 @@
 //! configuration, and when the API server cannot be reached the last known
 //! generation stays in force.
 
+mod canary;
 mod probe;
 mod round;
 mod store;
@@ -32,7 +33,7 @@ use crate::{
     cluster::{ApiServers, Caller, Reachability},
     live::Live,
     metrics::{Metrics, ReasonLabels, StageLabels},
-    state::ledger::{Declared, Ledger, Relation, SCHEMA, Window},
+    state::ledger::{Coverage, Declared, Ledger, Relation, SCHEMA, Window},
 };
 
 /// The default name of the ledger ConfigMap.
@@ -48,6 +49,7 @@ pub enum Stage {
     TokenRequest,
     Verify,
     Ledger,
+    Canary,
 }
 
 impl Stage {
@@ -58,6 +60,7 @@ impl Stage {
             Stage::TokenRequest => "token-request",
             Stage::Verify => "verify",
             Stage::Ledger => "ledger",
+            Stage::Canary => "canary",
         }
     }
 }
@@ -396,6 +399,11 @@ async fn probe_loop(
     shared: Arc<Shared>,
 ) {
     let store = store::Store::new(api, settings.ledger.clone());
+    let canaries = canary::Canaries::new(
+        &client,
+        settings.account.clone(),
+        format!("{}-canary", settings.ledger),
+    );
     let started = Instant::now();
     let mut last_success: Option<Instant> = None;
     let mut failing = false;
@@ -407,7 +415,10 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = discover(&client, &servers, &store, &settings, &shared, timeout).await;
+        let outcome = discover(
+            &client, &servers, &canaries, &store, &settings, &shared, timeout,
+        )
+        .await;
         match outcome {
             Ok(ledger) => {
                 shared.reach.answered(Caller::Discovery);
@@ -454,13 +465,25 @@ async fn probe_loop(
 async fn discover(
     client: &Client,
     servers: &ApiServers,
+    canaries: &canary::Canaries,
     store: &store::Store,
     settings: &Settings,
     shared: &Shared,
     timeout: Duration,
 ) -> Result<Ledger, DiscoveryError> {
-    let round = round::probe_all(client, servers, settings, timeout).await?;
+    let round::Probed {
+        mut round,
+        answered,
+    } = round::probe_all(client, servers, settings, timeout).await?;
     shared.clock.told(round.at);
+    let held = shared.held.load_full();
+    // Canaries speak only for a round of every server.
+    if round.coverage == Coverage::Every {
+        match canaries.review(&answered, held.as_deref(), round.at).await {
+            Ok(reviews) => round.canaries = reviews,
+            Err(error) => tracing::debug!(%error, "the canaries were not reviewed this round"),
+        }
+    }
     let file = shared.live.file();
     let declared = Declared {
         first_number: file.declared.generation.number,
@@ -468,7 +491,6 @@ async fn discover(
         retiring_key_ids: file.declared.retiring_key_ids.clone(),
         retired_issuers: file.declared.retired_issuers.clone(),
     };
-    let held = shared.held.load_full();
     let conflicts = &shared.metrics.timeline.ledger_write_conflicts;
     let (ledger, events) = tokio::time::timeout(
         timeout,
@@ -483,5 +505,17 @@ async fn discover(
     })??;
     round::tell(&events, &shared.metrics);
     round::count_servers(&round, &ledger, &shared.metrics);
+    if let Some(server) = answered.first()
+        && let Err(error) = canaries.keep(server, &ledger, round.at).await
+    {
+        shared
+            .metrics
+            .discovery_errors
+            .get_or_create(&StageLabels {
+                stage: Stage::Canary.as_str(),
+            })
+            .inc();
+        tracing::debug!(%error, "the canary of the generation in force was not kept this round");
+    }
     Ok(ledger)
 }

@@ -11,8 +11,15 @@ use crate::{
     state::ledger::{Coverage, Event, Ledger, Round},
 };
 
-/// One server's probe.
-type Probe = Result<probe::Probed, DiscoveryError>;
+/// One server's probe, with the client that made it.
+type Probe = (Client, Result<probe::Probed, DiscoveryError>);
+
+/// A round, and the clients of the servers that answered it (for the
+/// canaries' reviews).
+pub(super) struct Probed {
+    pub round: Round,
+    pub answered: Vec<Client>,
+}
 
 /// Probes every API server at once. A server that fails leaves the round
 /// short (it records what the others showed, and completes no switch on
@@ -22,7 +29,7 @@ pub(super) async fn probe_all(
     servers: &ApiServers,
     settings: &Settings,
     timeout: Duration,
-) -> Result<Round, DiscoveryError> {
+) -> Result<Probed, DiscoveryError> {
     let targets = servers
         .targets(client)
         .await
@@ -31,7 +38,8 @@ pub(super) async fn probe_all(
             message: e.to_string(),
         })?;
     let probe = |c: Client| async move {
-        probe::probe(&c, &settings.account, &settings.audience, timeout).await
+        let probed = probe::probe(&c, &settings.account, &settings.audience, timeout).await;
+        (c, probed)
     };
     let (results, listed): (Vec<(String, Probe)>, bool) = match targets {
         Targets::Each(list) => {
@@ -44,11 +52,15 @@ pub(super) async fn probe_all(
         Targets::One(c) => (vec![(String::new(), probe(c).await)], false),
     };
     let mut seen = Vec::with_capacity(results.len());
+    let mut answered = Vec::with_capacity(results.len());
     let mut first_error = None;
     let mut failed = 0;
-    for (url, result) in results {
+    for (url, (client, result)) in results {
         match result {
-            Ok(p) => seen.push(p),
+            Ok(p) => {
+                seen.push(p);
+                answered.push(client);
+            }
             Err(e) => {
                 failed += 1;
                 if !url.is_empty() {
@@ -64,15 +76,17 @@ pub(super) async fn probe_all(
             message: "no API server to probe".to_owned(),
         }));
     };
-    Ok(Round {
+    let round = Round {
         at,
         servers: seen.into_iter().map(|p| p.seen).collect(),
+        canaries: Vec::new(),
         coverage: match (listed, failed) {
             (false, _) => Coverage::OneAddress,
             (true, 0) => Coverage::Every,
             (true, _) => Coverage::Partial,
         },
-    })
+    };
+    Ok(Probed { round, answered })
 }
 
 /// Says what a round changed: switches, rollbacks and retirements at INFO

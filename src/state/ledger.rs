@@ -20,7 +20,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub(crate) use round::{Coverage, Declared, Event, Pair, Round, ServerSeen};
+pub(crate) use round::{
+    CanaryReview, CanaryVerdict, Coverage, Declared, Event, Pair, Round, ServerSeen,
+};
 pub(crate) use validate::Relation;
 
 /// The ConfigMap key that holds the ledger as JSON.

@@ -47,6 +47,27 @@ pub(crate) struct Round {
     pub at: Timestamp,
     pub servers: Vec<ServerSeen>,
     pub coverage: Coverage,
+    /// What the canaries of earlier generations met at every server.
+    pub canaries: Vec<CanaryReview>,
+}
+
+/// The canary token of an earlier generation, sent to TokenReview on every
+/// API server in a round in which the current generation's own canary was
+/// accepted by all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CanaryReview {
+    pub issuer: String,
+    pub key_id: String,
+    pub verdict: CanaryVerdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CanaryVerdict {
+    /// Every server authenticated it: its issuer and key are trusted.
+    Accepted,
+    /// Every server refused it for its issuer or key, with expiry, damage
+    /// and a recreated account ruled out.
+    Refused,
 }
 
 /// How much of the control plane a round saw.
@@ -433,7 +454,20 @@ impl Ledger {
             {
                 continue;
             }
-            let still_accepted = accepted.as_ref().map(|a| a.contains(&issuer));
+            // The canary speaks where the API audiences do not: refused, its
+            // issuer is gone if its key is still listed (so the key is not
+            // what was refused).
+            let canary = round.canaries.iter().find(|c| c.issuer == issuer).map(|c| {
+                let key_listed = round
+                    .servers
+                    .iter()
+                    .any(|s| s.verifying.contains(&c.key_id));
+                match c.verdict {
+                    CanaryVerdict::Accepted => true,
+                    CanaryVerdict::Refused => !key_listed,
+                }
+            });
+            let still_accepted = accepted.as_ref().map(|a| a.contains(&issuer)).or(canary);
             if still_accepted == Some(false) {
                 self.retire(
                     RetiredKind::Issuer,

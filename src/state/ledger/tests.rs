@@ -24,6 +24,7 @@ fn every(seconds: i64, servers: Vec<ServerSeen>) -> Round {
         at: at(seconds),
         servers,
         coverage: Coverage::Every,
+        canaries: Vec::new(),
     }
 }
 
@@ -33,6 +34,7 @@ fn one(seconds: i64, s: ServerSeen) -> Round {
         at: at(seconds),
         servers: vec![s],
         coverage: Coverage::OneAddress,
+        canaries: Vec::new(),
     }
 }
 
@@ -49,6 +51,16 @@ fn observe(l: &mut Ledger, round: Round) -> Vec<Event> {
 
 fn number(l: &Ledger) -> Option<u64> {
     l.conclude(WINDOW).map(|d| d.generation.number)
+}
+
+#[track_caller]
+fn assert_observed_retired(events: &[Event], issuer: &str) {
+    let retired = Event::Retired {
+        kind: RetiredKind::Issuer,
+        name: issuer.into(),
+        source: Source::Observed,
+    };
+    assert!(events.contains(&retired), "{events:?}");
 }
 
 fn state_of(d: &Discovered, kid: &str) -> Option<KeyState> {
@@ -262,14 +274,7 @@ fn an_issuer_no_server_accepts_is_retired_observed() {
         (2, &[OLD.to_owned()][..])
     );
     let events = observe(&mut l, every(20, vec![accepting(NEW, &[NEW])]));
-    assert!(
-        events.contains(&Event::Retired {
-            kind: RetiredKind::Issuer,
-            name: OLD.into(),
-            source: Source::Observed
-        }),
-        "{events:?}"
-    );
+    assert_observed_retired(&events, OLD);
     let d = l.conclude(WINDOW).unwrap();
     assert_eq!(
         (d.retiring_issuers.len(), d.retired_issuers.as_slice()),
@@ -514,6 +519,7 @@ fn a_round_missing_a_server_concludes_nothing_about_all_of_them() {
         at: at(seconds),
         servers: vec![server(OLD, "b", &["b"])],
         coverage: Coverage::Partial,
+        canaries: Vec::new(),
     };
     for t in [20, 400, 800] {
         observe(&mut l, partial(t));
@@ -532,4 +538,39 @@ fn a_round_missing_a_server_concludes_nothing_about_all_of_them() {
         ),
     );
     assert_eq!(number(&l), Some(2));
+}
+
+/// Where the API audiences are not the issuers, the canary of the old
+/// generation says: refused by every server while its key is still listed,
+/// the issuer is retired, observed; accepted, a declaration is contradicted.
+#[test]
+fn a_refused_canary_retires_its_issuer_and_an_accepted_one_contradicts_the_word() {
+    let canary = |issuer: &str, verdict| CanaryReview {
+        issuer: issuer.to_owned(),
+        key_id: "a".to_owned(),
+        verdict,
+    };
+    let mut l = Ledger::default();
+    observe(&mut l, every(0, vec![server(OLD, "a", &["a"])]));
+    observe(&mut l, every(10, vec![server(NEW, "a", &["a"])]));
+    let word = Declared {
+        retired_issuers: vec![OLD.to_owned()],
+        ..declared(1)
+    };
+    let mut round = every(20, vec![server(NEW, "a", &["a"])]);
+    round.canaries = vec![canary(OLD, CanaryVerdict::Accepted)];
+    let mut declared_only = l.clone();
+    let (_, events) = declared_only.observe_round(&round, &word, WINDOW);
+    assert!(
+        events.contains(&Event::DeclaredButAccepted { issuer: OLD.into() }),
+        "{events:?}"
+    );
+    // Accepted and not declared: still retiring.
+    observe(&mut l, round);
+    assert_eq!(l.conclude(WINDOW).unwrap().retiring_issuers, [OLD]);
+    let mut round = every(30, vec![server(NEW, "a", &["a"])]);
+    round.canaries = vec![canary(OLD, CanaryVerdict::Refused)];
+    let events = observe(&mut l, round);
+    assert_observed_retired(&events, OLD);
+    assert_eq!(l.retirements[0].at, at(30));
 }
