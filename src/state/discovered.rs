@@ -31,6 +31,8 @@ impl KeyState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchTimes {
     pub number: u64,
+    pub issuer: String,
+    pub key_id: String,
     pub started: i64,
     /// `None` while some server does not sign with it yet.
     pub completed: Option<i64>,

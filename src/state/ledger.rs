@@ -64,6 +64,12 @@ pub(crate) struct Ledger {
     /// Fields of a later schema, kept as they are on every rewrite.
     #[serde(flatten)]
     pub unknown: Map<String, Value>,
+    /// Read from schema 1, which recorded no key retirements: until a round
+    /// of every server records them, a key that signed and has been out of
+    /// the JWKS for a window reads as retired, as schema 1 read it. (A saved
+    /// copy read by `check --snapshot` never sees a round.)
+    #[serde(skip)]
+    pub keys_as_schema_1: bool,
 }
 
 /// One switch: from the pair of the number before to this one.
@@ -230,6 +236,7 @@ impl Ledger {
         if self.schema >= SCHEMA {
             return;
         }
+        self.keys_as_schema_1 = true;
         for g in &mut self.generations {
             g.completed.get_or_insert(g.first_seen);
         }

@@ -54,7 +54,9 @@ impl Ledger {
                         return None;
                     }
                     KeyState::Staged
-                } else if retired(RetiredKind::Key, &k.key_id) {
+                } else if retired(RetiredKind::Key, &k.key_id)
+                    || (self.keys_as_schema_1 && !recent(k.last_seen))
+                {
                     KeyState::Retired
                 } else {
                     KeyState::Retiring
@@ -68,6 +70,8 @@ impl Ledger {
             .iter()
             .map(|g| SwitchTimes {
                 number: g.number,
+                issuer: g.issuer.clone(),
+                key_id: g.key_id.clone(),
                 started: g.first_seen.as_second(),
                 completed: g.completed.map(|c| c.as_second()),
             })
