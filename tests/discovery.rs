@@ -695,16 +695,7 @@ async fn the_kops_steps_rolled_one_server_at_a_time() {
     cp.restart_apiserver(ServiceAccountFlags::issuer(NEW)).await;
     cp.restart_second_apiserver(second, ServiceAccountFlags::issuer(NEW))
         .await;
-    eventually("old observed retired", WAIT, || async {
-        let m = guard.metrics().await;
-        series(
-            &m,
-            "issuer_guard_retirement_timestamp_seconds",
-            &format!("kind=\"issuer\",name=\"{OLD}\",source=\"observed\""),
-        )
-        .map(|_| ())
-    })
-    .await;
+    wait_observed_retired(&guard, OLD, "old observed retired").await;
     let stamps = admitted.stop().await;
     assert!(
         stamps.windows(2).all(|w| w[0] <= w[1]),
@@ -719,6 +710,94 @@ async fn the_kops_steps_rolled_one_server_at_a_time() {
         ]
     );
     assert_no_token_in(&guard.log());
+}
+
+/// The canary tokens discovery keeps, by generation number: the Secret
+/// beside the ledger.
+async fn canaries(client: &Client, ledger: &str) -> Vec<(u64, String)> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Api::<Secret>::namespaced(client.clone(), NS)
+        .get_opt(&format!("{ledger}-canary"))
+        .await
+        .expect("read the canary Secret");
+    let mut kept: Vec<(u64, String)> = secret
+        .and_then(|s| s.data)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix("generation-")?.parse().ok()?;
+            let canary: Value = serde_json::from_slice(&v.0).ok()?;
+            Some((n, canary["token"].as_str()?.to_owned()))
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// Where the cluster sets its own `--api-audiences`, the API servers do not
+/// show which issuers they accept. The canary of generation 1 does: still
+/// accepted at [new, old], refused by the server at [new], for its issuer
+/// (its key still verifies), so the old issuer's retirement is observed with
+/// no edit. The canaries never appear in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_the_api_audiences_hide_the_issuers_the_canary_sees_the_retirement() {
+    let own_audiences = |issuers: &[&str]| ServiceAccountFlags {
+        api_audiences: vec!["https://kubernetes.default.svc.cluster.local".to_owned()],
+        ..ServiceAccountFlags::issuers(issuers)
+    };
+    let mut cp = ControlPlane::start(own_audiences(&[OLD])).await;
+    let kid = cp.pki.sa_a.kid.clone();
+    let guard = discovering(&cp, "{}\n").await;
+    wait_stamp(&cp, (1, OLD, &kid)).await;
+    eventually("the canary of generation 1", WAIT, || async {
+        (canaries(&cp.client, LEDGER)
+            .await
+            .iter()
+            .any(|(n, _)| *n == 1))
+        .then_some(())
+    })
+    .await;
+    cp.restart_apiserver(own_audiences(&[NEW, OLD])).await;
+    wait_stamp(&cp, (2, NEW, &kid)).await;
+    eventually("the canary of generation 2", WAIT, || async {
+        (canaries(&cp.client, LEDGER)
+            .await
+            .iter()
+            .any(|(n, _)| *n == 2))
+        .then_some(())
+    })
+    .await;
+    // Several rounds with both canaries accepted: nothing is retired.
+    tokio::time::sleep(INTERVAL * 4).await;
+    let m = guard.metrics().await;
+    assert_eq!(issuer_state(&m, OLD).as_deref(), Some("retiring"), "{m}");
+    assert_eq!(
+        issuer_state(&m, NEW),
+        None,
+        "no candidate where the audiences are not the issuers"
+    );
+    cp.restart_apiserver(own_audiences(&[NEW])).await;
+    wait_observed_retired(&guard, OLD, "old observed retired by its canary").await;
+    assert_eq!(
+        issuer_state(&guard.metrics().await, OLD).as_deref(),
+        Some("retired")
+    );
+    let log = guard.log();
+    assert_no_token_in(&log);
+    for (n, token) in canaries(&cp.client, LEDGER).await {
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(!log.contains(signature), "canary {n} in the log");
+    }
+}
+
+/// Waits until `guard` reports `issuer` retired, observed.
+async fn wait_observed_retired(guard: &IssuerGuard, issuer: &str, what: &str) {
+    let labels = format!("kind=\"issuer\",name=\"{issuer}\",source=\"observed\"");
+    eventually(what, WAIT, || async {
+        let m = guard.metrics().await;
+        series(&m, "issuer_guard_retirement_timestamp_seconds", &labels).map(drop)
+    })
+    .await;
 }
 
 /// No token discovery minted is ever logged: a JWT's first segment is
@@ -1181,6 +1260,12 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
     )
     .await;
     wait_stamp(&cp, (1, NEW, &kid_a)).await;
+    // The canary is minted, read back and kept under the chart's grants.
+    eventually("the canary of generation 1", WAIT, || async {
+        let kept = canaries(&cp.client, &format!("{account}-ledger")).await;
+        kept.iter().any(|(n, _)| *n == 1).then_some(())
+    })
+    .await;
     // The Secret watch works with the chart's list/watch.
     api::legacy_token(&cp.client, "bot", "bot-token").await;
     wait_secret_known(&cp, "bot-token", WAIT).await;

@@ -24,6 +24,7 @@ use k8s_openapi::api::{
         ValidatingWebhookConfiguration,
     },
     apps::v1::Deployment,
+    authentication::v1::TokenReview,
     core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
     discovery::v1::EndpointSlice,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -44,6 +45,11 @@ use support::{
 const RELEASE: &str = "issuer-guard";
 /// The ServiceAccount discovery mints its tokens for, in the release.
 const CANARY: &str = "issuer-guard-canary";
+/// The Secret discovery keeps its canary tokens in: the ledger's name and
+/// `-canary`.
+const CANARY_SECRET: &str = "issuer-guard-ledger-canary";
+/// The audience of the canary tokens, which no API accepts.
+const CANARY_AUDIENCE: &str = "issuer-guard.io/canary";
 /// The namespace the READMEs install into.
 const RELEASE_NS: &str = "issuer-guard";
 const ISSUER: &str = "https://helm.e2e.example";
@@ -169,19 +175,25 @@ fn every_ci_values_file_lints_and_renders() {
         );
         assert_eq!(mutating["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
 
-        // Discovery is on in every file: the ledger is protected, and the
-        // chart never renders the ledger itself (issuer-guard writes it).
-        assert_eq!(
-            one(&objects, "ValidatingAdmissionPolicy")["metadata"]["name"],
-            "issuer-guard-ledger",
-            "{name}"
-        );
-        one(&objects, "ValidatingAdmissionPolicyBinding");
+        // Discovery is on in every file: the ledger and the canary Secret
+        // are protected, and the chart never renders either itself
+        // (issuer-guard writes them), whatever Secrets its TLS mode renders.
+        for policy in ["issuer-guard-ledger", "issuer-guard-ledger-canary"] {
+            named(&objects, "ValidatingAdmissionPolicy", policy);
+            named(&objects, "ValidatingAdmissionPolicyBinding", policy);
+        }
+        assert_eq!(find(&objects, "ValidatingAdmissionPolicy").len(), 2);
         assert!(
             !objects
                 .iter()
                 .any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "issuer-guard-ledger"),
             "{name}: the chart renders the ledger ConfigMap"
+        );
+        assert!(
+            !objects
+                .iter()
+                .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == CANARY_SECRET),
+            "{name}: the chart renders the canary Secret"
         );
 
         let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
@@ -422,9 +434,10 @@ fn apiserver_endpoints_env() -> String {
 
 /// Discovery's flags and the RBAC they need come together or not at all,
 /// and the RBAC is exactly the least the binary needs: tokens for the
-/// canary alone, the two discovery URLs, a list of the EndpointSlices in
-/// `default` (unless the API servers are named), and writes to its ledger
-/// by name only.
+/// canary alone and a read of that account, the two discovery URLs,
+/// TokenReviews of the canaries, a list of the EndpointSlices in `default`
+/// (unless the API servers are named), and writes to its ledger and its
+/// canary Secret by name only (and `create`, which RBAC cannot narrow).
 /// The Secret watch can be turned off with discovery still on: then the
 /// binary is told not to watch, and the cluster-wide Secret grant goes.
 #[test]
@@ -460,9 +473,30 @@ fn the_secret_watch_and_its_cluster_wide_grant_go_together() {
     );
     assert_eq!(
         one(&rbac, "ClusterRole")["rules"],
-        json!([{"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"], "verbs": ["get"]}])
+        json!([
+            {"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"], "verbs": ["get"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        ])
     );
-    assert!(!rbac.iter().any(|o| o.to_string().contains("\"secrets\"")));
+    // No Secret grant is left cluster-wide; discovery keeps its own, in the
+    // release namespace: its canary Secret by name, and `create`.
+    assert!(
+        !one(&rbac, "ClusterRole")
+            .to_string()
+            .contains("\"secrets\"")
+    );
+    let secret_rules: Vec<Value> = find(&rbac, "Role")
+        .into_iter()
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|rule| rule["resources"] == json!(["secrets"]))
+        .collect();
+    assert_eq!(
+        secret_rules,
+        [
+            json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [CANARY_SECRET], "verbs": ["get", "update"]}),
+            json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}),
+        ]
+    );
     // With discovery off too, nothing cluster-wide is left to grant.
     let home = tempfile::tempdir().expect("a helm home");
     let all = render(
@@ -488,6 +522,7 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     let (release, ns) = ("edge", "guard-system");
     let (fullname, ledger) = ("edge-issuer-guard", "edge-issuer-guard-ledger");
     let canary = "edge-issuer-guard-canary";
+    let canary_secret = "edge-issuer-guard-ledger-canary";
     let service_account = json!({"kind": "ServiceAccount", "name": fullname, "namespace": ns});
 
     let rbac = chart::render(release, ns, &[], "rbac.yaml");
@@ -508,6 +543,8 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
         json!([
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
             {"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"], "verbs": ["get"]},
+            // TokenReviews are cluster-scoped, and only ever created.
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         ]),
         "{cluster_role}"
     );
@@ -517,16 +554,21 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     );
     // The Role in the release namespace: tokens for the canary alone, never
     // for its own account (a token with no audience authenticates as its
-    // account), and the ledger by name.
+    // account), and a read of the canary account alone (its UID); the ledger
+    // and the canary Secret by name (a `get` of the Secret, never a list or
+    // watch; no `patch` or `delete`), and `create` of each kind.
     let role = named(&rbac, "Role", &format!("{fullname}-discovery"));
     assert_eq!(role["metadata"]["namespace"], ns, "{role}");
     assert_eq!(
         role["rules"],
         json!([
             {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [canary], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [canary], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ledger], "verbs": ["update", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [canary_secret], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         ]),
         "{role}"
     );
@@ -579,9 +621,17 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
     let rbac = chart::render(release, ns, &set, "rbac.yaml");
     let role = named(&rbac, "Role", &format!("{fullname}-discovery"));
     assert_eq!(role["rules"][0]["resourceNames"], json!([canary]), "{role}");
+    assert_eq!(role["rules"][1]["resourceNames"], json!([canary]), "{role}");
     assert_eq!(
-        role["rules"][3]["resourceNames"],
+        role["rules"][4]["resourceNames"],
         json!(["generations.example"]),
+        "{role}"
+    );
+    // The canary Secret is the binary's `<ledger>-canary`, whatever the
+    // ledger is called.
+    assert_eq!(
+        role["rules"][5]["resourceNames"],
+        json!(["generations.example-canary"]),
         "{role}"
     );
     for binding in find(&rbac, "RoleBinding") {
@@ -660,8 +710,11 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
         json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}])
     );
     for o in &rbac {
+        let text = o.to_string();
         assert!(
-            !o.to_string().contains("nonResourceURLs"),
+            !text.contains("nonResourceURLs")
+                && !text.contains("tokenreviews")
+                && !text.contains("canary"),
             "discovery is off but {o}"
         );
     }
@@ -696,10 +749,21 @@ fn discovery_flags_and_rbac_are_rendered_together_with_least_privilege() {
             );
         }
     }
-    for bad in ["Ledger", "ledger_1", "-ledger", &"l".repeat(254)] {
+    // Its canary Secret, `<ledger>-canary`, must still be a valid name (253
+    // characters at most): the longest ledger is 246.
+    for bad in ["Ledger", "ledger_1", "-ledger", &"l".repeat(247)] {
         let set = format!("discovery.ledger={bad}");
         assert_refused(home.path(), &["--set-string", &set], "/discovery/ledger");
     }
+    let longest = "l".repeat(246);
+    let set = format!("discovery.ledger={longest}");
+    let rbac = chart::render(release, ns, &[set.as_str()], "rbac.yaml");
+    let role = named(&rbac, "Role", &format!("{fullname}-discovery"));
+    assert_eq!(
+        role["rules"][5]["resourceNames"],
+        json!([format!("{longest}-canary")]),
+        "{role}"
+    );
 }
 
 /// Discovery mints its tokens for a ServiceAccount of its own, the canary,
@@ -726,8 +790,8 @@ fn the_canary_account_is_made_for_discovery_and_bound_to_nothing() {
     assert_eq!(pod_spec(&objects)["serviceAccountName"], RELEASE);
 
     // No binding anywhere in the release (the helm test's hooks included)
-    // has it as a subject, and the one rule that names it is the grant to
-    // mint its tokens.
+    // has it as a subject, and the only rules that name it are the grants
+    // to mint its tokens and to read it.
     for binding in objects
         .iter()
         .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
@@ -745,7 +809,8 @@ fn the_canary_account_is_made_for_discovery_and_bound_to_nothing() {
     assert_eq!(
         naming,
         [
-            json!({"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [canary], "verbs": ["create"]})
+            json!({"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [canary], "verbs": ["create"]}),
+            json!({"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [canary], "verbs": ["get"]}),
         ]
     );
     // Its namespace and name are what discovery is given.
@@ -783,26 +848,37 @@ fn the_canary_account_is_made_for_discovery_and_bound_to_nothing() {
     );
 }
 
-/// The ledger is written by issuer-guard's own ServiceAccount alone: a
-/// ValidatingAdmissionPolicy in the chart holds every other writer off it
-/// (`system:masters` is the break glass), and the chart never renders the
-/// ledger itself.
+/// The ledger and the canary Secret beside it are written by issuer-guard's
+/// own ServiceAccount alone: a ValidatingAdmissionPolicy in the chart for
+/// each holds every other writer off it (`system:masters` is the break
+/// glass), and the chart never renders either itself.
 #[test]
 fn the_ledger_policy_lets_only_issuer_guards_account_write_the_ledger() {
     let (release, ns) = ("edge", "guard-system");
     let (fullname, ledger) = ("edge-issuer-guard", "edge-issuer-guard-ledger");
-    let policy_of = |set: &[&str]| -> (Value, Value) {
+    let canary_secret = "edge-issuer-guard-ledger-canary";
+    // The ledger's policy and binding, then the canary Secret's.
+    let policies_of = |set: &[&str]| -> [Value; 4] {
         let objects = chart::render(release, ns, set, "ledger-policy.yaml");
         assert_eq!(
             kinds(&objects),
             [
                 "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
                 "ValidatingAdmissionPolicyBinding"
             ]
         );
-        (objects[0].clone(), objects[1].clone())
+        let ledger = format!("{fullname}-ledger");
+        let canary = format!("{fullname}-ledger-canary");
+        [
+            named(&objects, "ValidatingAdmissionPolicy", &ledger).clone(),
+            named(&objects, "ValidatingAdmissionPolicyBinding", &ledger).clone(),
+            named(&objects, "ValidatingAdmissionPolicy", &canary).clone(),
+            named(&objects, "ValidatingAdmissionPolicyBinding", &canary).clone(),
+        ]
     };
-    let (policy, binding) = policy_of(&[]);
+    let [policy, binding, canary_policy, canary_binding] = policies_of(&[]);
     assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
     assert_eq!(policy["metadata"]["name"], format!("{fullname}-ledger"));
     let spec = &policy["spec"];
@@ -856,8 +932,57 @@ fn the_ledger_policy_lets_only_issuer_guards_account_write_the_ledger() {
         "{binding}"
     );
 
-    // Another account and ledger: the policy names them.
-    let (policy, _) = policy_of(&[
+    // The canary Secret: the same rule, in a policy of its own that matches
+    // Secrets (not ConfigMaps) and this one by name, with the same care:
+    // with Fail, an error would refuse writes to every Secret in the
+    // namespace, the TLS Secret among them.
+    let spec = &canary_policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail", "{spec}");
+    assert_eq!(
+        spec["matchConstraints"],
+        json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["secrets"]}]}),
+        "{spec}"
+    );
+    let is_canary_secret = format!(
+        "(has(request.name) && request.name == '{canary_secret}') || (oldObject != null && has(oldObject.metadata.name) && oldObject.metadata.name == '{canary_secret}')"
+    );
+    assert_eq!(
+        spec["matchConditions"],
+        json!([{"name": "the-canary-secret", "expression": is_canary_secret}]),
+        "{spec}"
+    );
+    let canary_validations = spec["validations"].as_array().expect("validations");
+    assert_eq!(canary_validations.len(), 1, "{spec}");
+    // The same writers, and the same terminating-namespace exception.
+    assert_eq!(
+        canary_validations[0]["expression"], validations[0]["expression"],
+        "{spec}"
+    );
+    let message = canary_validations[0]["message"]
+        .as_str()
+        .expect("a message");
+    for must in [
+        &format!("only issuer-guard's ServiceAccount {ns}/{fullname} may create, change or delete"),
+        &format!("the canary Secret {canary_secret}"),
+        "system:masters is the break glass",
+    ] {
+        assert!(message.contains(must), "{must}: {message}");
+    }
+    assert_eq!(canary_validations[0]["reason"], "Forbidden");
+    assert_eq!(
+        canary_binding["spec"],
+        json!({
+            "policyName": format!("{fullname}-ledger-canary"),
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+        }),
+        "{canary_binding}"
+    );
+
+    // Another account and ledger: the policies name them, and the canary
+    // Secret follows the ledger's name.
+    let [policy, _, canary_policy, _] = policies_of(&[
         "serviceAccount.create=false",
         "serviceAccount.name=shared",
         "discovery.ledger=generations.example",
@@ -865,6 +990,13 @@ fn the_ledger_policy_lets_only_issuer_guards_account_write_the_ledger() {
     let text = policy["spec"].to_string();
     assert!(
         text.contains("request.name == 'generations.example'")
+            && text.contains("'system:serviceaccount:guard-system:shared'")
+            && !text.contains(ledger),
+        "{text}"
+    );
+    let text = canary_policy["spec"].to_string();
+    assert!(
+        text.contains("request.name == 'generations.example-canary'")
             && text.contains("'system:serviceaccount:guard-system:shared'")
             && !text.contains(ledger),
         "{text}"
@@ -886,6 +1018,11 @@ fn the_ledger_policy_lets_only_issuer_guards_account_write_the_ledger() {
     let config_maps: Vec<&Value> = find(&objects, "ConfigMap");
     assert_eq!(config_maps.len(), 1, "{config_maps:?}");
     assert_eq!(config_maps[0]["metadata"]["name"], "issuer-guard-config");
+    // Nor the canary Secret: the one Secret is the TLS pair (and every
+    // ci values file is checked the same way).
+    let secrets: Vec<&Value> = find(&objects, "Secret");
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert_eq!(secrets[0]["metadata"]["name"], "issuer-guard-tls");
     assert_refused(
         home.path(),
         &["--set-string", "discovery.protectLedger=yes"],
@@ -1014,6 +1151,106 @@ async fn assert_discovery_rbac(admin: &Client, sa: &Client) {
                 .await,
         );
     }
+
+    // A canary: minted for the canary with the audience no API accepts,
+    // and reviewed (TokenReview, cluster-scoped) with that audience, it
+    // authenticates as the canary.
+    let canary_request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(
+            json!({"spec": {"audiences": [CANARY_AUDIENCE], "expirationSeconds": 600}}),
+        )
+        .unwrap();
+    let canary_token = accounts
+        .create_token_request(CANARY, &PostParams::default(), &canary_request)
+        .await
+        .expect("a canary token")
+        .status
+        .and_then(|s| s.token)
+        .expect("a canary token");
+    let review: TokenReview = serde_json::from_value(
+        json!({"spec": {"token": canary_token, "audiences": [CANARY_AUDIENCE]}}),
+    )
+    .unwrap();
+    let status = Api::<TokenReview>::all(sa.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a TokenReview of the canary token")
+        .status
+        .expect("a TokenReview's status");
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(
+        status.user.and_then(|u| u.username),
+        Some(format!("system:serviceaccount:{RELEASE_NS}:{CANARY}"))
+    );
+
+    // The canary account itself (its UID), and no other account.
+    let canary_account = accounts
+        .get(CANARY)
+        .await
+        .expect("read the canary ServiceAccount");
+    assert!(canary_account.metadata.uid.is_some(), "{canary_account:?}");
+    for other in [RELEASE, "default"] {
+        assert_forbidden(
+            &format!("reading ServiceAccount {other}"),
+            accounts.get(other).await,
+        );
+    }
+    assert_forbidden(
+        "listing ServiceAccounts",
+        accounts.list(&ListParams::default()).await,
+    );
+
+    // The canary Secret: created (RBAC cannot name-limit create), then read
+    // and replaced by name, as the binary does; nothing else of it, and no
+    // other Secret.
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), RELEASE_NS);
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {"generation-0": "{}"}}),
+        )
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret(CANARY_SECRET))
+        .await
+        .expect("create the canary Secret");
+    let mut stored = secrets
+        .get(CANARY_SECRET)
+        .await
+        .expect("read the canary Secret");
+    stored.string_data = Some([("generation-1".to_owned(), "{}".to_owned())].into());
+    secrets
+        .replace(CANARY_SECRET, &PostParams::default(), &stored)
+        .await
+        .expect("replace the canary Secret");
+    assert_forbidden(
+        "patching the canary Secret",
+        secrets
+            .patch(
+                CANARY_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"generation-2": "{}"}})),
+            )
+            .await,
+    );
+    assert_forbidden(
+        "deleting the canary Secret",
+        secrets.delete(CANARY_SECRET, &Default::default()).await,
+    );
+    let tls = format!("{RELEASE}-tls");
+    assert_forbidden("reading the chart's TLS Secret", secrets.get(&tls).await);
+    assert_forbidden(
+        "replacing the chart's TLS Secret",
+        secrets
+            .replace(&tls, &PostParams::default(), &secret(&tls))
+            .await,
+    );
+    assert_forbidden(
+        "creating a Secret outside the release namespace",
+        Api::<Secret>::namespaced(sa.clone(), NS)
+            .create(&PostParams::default(), &secret(CANARY_SECRET))
+            .await,
+    );
 
     // Every API server's address: a list of the EndpointSlices in
     // `default`, as discovery sends it, and nothing else of them.
@@ -1144,6 +1381,28 @@ async fn assert_canary_may_do_nothing(canary: &Client) {
         "the canary listing Secrets",
         Api::<Secret>::all(canary.clone())
             .list(&ListParams::default())
+            .await,
+    );
+    assert_forbidden(
+        "the canary reading the canary Secret",
+        Api::<Secret>::namespaced(canary.clone(), RELEASE_NS)
+            .get(CANARY_SECRET)
+            .await,
+    );
+    assert_forbidden(
+        "the canary reading its own ServiceAccount",
+        Api::<ServiceAccount>::namespaced(canary.clone(), RELEASE_NS)
+            .get(CANARY)
+            .await,
+    );
+    let review: TokenReview = serde_json::from_value(
+        json!({"spec": {"token": "not-a-token", "audiences": [CANARY_AUDIENCE]}}),
+    )
+    .unwrap();
+    assert_forbidden(
+        "the canary creating a TokenReview",
+        Api::<TokenReview>::all(canary.clone())
+            .create(&PostParams::default(), &review)
             .await,
     );
 }
@@ -1347,12 +1606,13 @@ async fn a_default_install_with_no_issuer_guard_running_blocks_nothing() {
     }
 }
 
-/// The chart's ValidatingAdmissionPolicy on the real API server: the
-/// ledger is created, changed and deleted by issuer-guard's ServiceAccount
-/// and `system:masters` only, even by an account whose RBAC allows every
-/// ConfigMap write in the namespace (a deletecollection included); other
-/// ConfigMaps are untouched by it; and a namespace being deleted still
-/// empties, ledger and all.
+/// The chart's ValidatingAdmissionPolicies on the real API server: the
+/// ledger and the canary Secret are created, changed and deleted by
+/// issuer-guard's ServiceAccount and `system:masters` only, even by an
+/// account whose RBAC allows every ConfigMap and Secret write in the
+/// namespace (a deletecollection included); other ConfigMaps and Secrets
+/// are untouched by them; and a namespace being deleted still empties,
+/// ledger and canary Secret and all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
     let cp = ControlPlane::start(ServiceAccountFlags::issuer(ISSUER)).await;
@@ -1388,7 +1648,8 @@ async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
     std::fs::create_dir_all(&dir).unwrap();
     let pp = PostParams::default();
     let admin = cp.client.clone();
-    // An intruder whose RBAC allows every ConfigMap write in the namespace.
+    // An intruder whose RBAC allows every ConfigMap and Secret write in the
+    // namespace.
     Api::<ServiceAccount>::namespaced(admin.clone(), RELEASE_NS)
         .create(
             &pp,
@@ -1400,7 +1661,7 @@ async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
         .create(
             &pp,
             &serde_json::from_value(json!({"metadata": {"name": "intruder"}, "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
+                {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]}]}))
             .unwrap(),
         )
         .await
@@ -1541,6 +1802,136 @@ async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
         .await
         .expect("issuer-guard's account writes the ledger back");
 
+    // The canary Secret, under a policy of its own, the same way.
+    let secrets = |c: &Client| Api::<Secret>::namespaced(c.clone(), RELEASE_NS);
+    let secret = |name: &str, value: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"v": value}}))
+            .unwrap()
+    };
+    let secret_change = |value: &str| Patch::Merge(json!({"stringData": {"v": value}}));
+    // issuer-guard's account creates it.
+    secrets(&own)
+        .create(&pp, &secret(CANARY_SECRET, "1"))
+        .await
+        .expect("issuer-guard's account creates the canary Secret");
+    let refusal = eventually(
+        "the policy to refuse the intruder's patch of the canary Secret",
+        Duration::from_secs(60),
+        || async {
+            match secrets(&intruder)
+                .patch(
+                    CANARY_SECRET,
+                    &PatchParams::default(),
+                    &secret_change("forged"),
+                )
+                .await
+            {
+                Err(kube::Error::Api(e)) => Some(e),
+                Ok(_) => None,
+                Err(other) => panic!("patching the canary Secret: {other}"),
+            }
+        },
+    )
+    .await;
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+    assert!(
+        refusal.message.contains(&format!(
+            "ValidatingAdmissionPolicy '{RELEASE}-ledger-canary'"
+        )) && refusal.message.contains(CANARY_SECRET)
+            && refusal
+                .message
+                .contains("system:masters is the break glass"),
+        "{refusal:?}"
+    );
+    // issuer-guard's account replaces it under the policy (its Role has
+    // `get` and `update` on it, no `patch`), as the binary does.
+    let mut mine = secrets(&own)
+        .get(CANARY_SECRET)
+        .await
+        .expect("issuer-guard's account reads the canary Secret");
+    mine.string_data = Some([("v".to_owned(), "2".to_owned())].into());
+    secrets(&own)
+        .replace(CANARY_SECRET, &pp, &mine)
+        .await
+        .expect("issuer-guard's account replaces the canary Secret");
+    // Reading is not the policy's: the intruder's RBAC lets it read, and
+    // only read.
+    let current = secrets(&intruder)
+        .get(CANARY_SECRET)
+        .await
+        .expect("the intruder reads the canary Secret");
+    assert_forbidden(
+        "the intruder replacing the canary Secret",
+        secrets(&intruder)
+            .replace(CANARY_SECRET, &pp, &current)
+            .await,
+    );
+    assert_forbidden(
+        "the intruder deleting the canary Secret",
+        secrets(&intruder)
+            .delete(CANARY_SECRET, &DeleteParams::default())
+            .await,
+    );
+    // A deletecollection names no object in its request: the policy sees
+    // the Secret among the objects it deletes. (Narrowed to it by name, so
+    // that the chart's TLS Secret is not taken on the way.)
+    assert_forbidden(
+        "the intruder deleting the canary Secret by deletecollection",
+        secrets(&intruder)
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().fields(&format!("metadata.name={CANARY_SECRET}")),
+            )
+            .await,
+    );
+    let kept = secrets(&admin)
+        .get(CANARY_SECRET)
+        .await
+        .expect("the canary Secret is still there");
+    assert_eq!(
+        kept.data.unwrap_or_default().get("v").map(|v| v.0.clone()),
+        Some(b"2".to_vec()),
+        "the canary Secret is issuer-guard's write"
+    );
+    // Other Secrets stay the intruder's to write.
+    secrets(&intruder)
+        .create(&pp, &secret("other-secret", "1"))
+        .await
+        .expect("the intruder creates another Secret");
+    secrets(&intruder)
+        .patch("other-secret", &PatchParams::default(), &secret_change("2"))
+        .await
+        .expect("the intruder patches another Secret");
+    let other = secrets(&intruder).get("other-secret").await.unwrap();
+    secrets(&intruder)
+        .replace("other-secret", &pp, &other)
+        .await
+        .expect("the intruder replaces another Secret");
+    secrets(&intruder)
+        .delete("other-secret", &DeleteParams::default())
+        .await
+        .expect("the intruder deletes another Secret");
+    // system:masters, the break glass, may do anything, and the intruder
+    // may not create it anew.
+    secrets(&admin)
+        .patch(CANARY_SECRET, &PatchParams::default(), &secret_change("3"))
+        .await
+        .expect("system:masters patches the canary Secret");
+    secrets(&admin)
+        .delete(CANARY_SECRET, &DeleteParams::default())
+        .await
+        .expect("system:masters deletes the canary Secret");
+    assert_forbidden(
+        "the intruder creating the canary Secret",
+        secrets(&intruder)
+            .create(&pp, &secret(CANARY_SECRET, "forged"))
+            .await,
+    );
+    secrets(&own)
+        .create(&pp, &secret(CANARY_SECRET, "4"))
+        .await
+        .expect("issuer-guard's account writes the canary Secret back");
+
     // The namespace going away takes the ledger with it. No namespace
     // controller runs here: the namespace stays Terminating, and the
     // deletecollection that controller sends is sent by the intruder,
@@ -1561,6 +1952,24 @@ async fn only_issuer_guards_account_writes_the_ledger_on_the_real_api_server() {
     )
     .await;
     assert!(maps(&admin).get_opt(&ledger).await.unwrap().is_none());
+    eventually(
+        "the terminating namespace's Secrets deleted, canary Secret included",
+        Duration::from_secs(30),
+        || async {
+            secrets(&intruder)
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert!(
+        secrets(&admin)
+            .get_opt(CANARY_SECRET)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1670,6 +2079,10 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         .delete(&format!("{RELEASE}-ledger"), &Default::default())
         .await
         .expect("remove the ledger the RBAC check wrote");
+    Api::<Secret>::namespaced(cp.client.clone(), RELEASE_NS)
+        .delete(CANARY_SECRET, &Default::default())
+        .await
+        .expect("remove the canary Secret the RBAC check wrote");
 
     // The container as installed runs on this host with exactly its args
     // and env; what it mounts is read back from the API server into a
@@ -1760,6 +2173,25 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     assert!(
         !log.contains("cannot list the default/kubernetes EndpointSlices"),
         "the chart's EndpointSlice grant is missing:\n{log}"
+    );
+    // And the canary of the generation in force is minted and kept: the
+    // binary creates its Secret under the chart's grants (and policy).
+    let kept = eventually(
+        "the canary Secret written by issuer-guard",
+        Duration::from_secs(60),
+        || async {
+            let secret = Api::<Secret>::namespaced(cp.client.clone(), RELEASE_NS)
+                .get_opt(CANARY_SECRET)
+                .await
+                .ok()??;
+            let keys: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
+            (!keys.is_empty()).then_some(keys)
+        },
+    )
+    .await;
+    assert!(
+        kept.iter().all(|k| k.starts_with("generation-")),
+        "{kept:?}"
     );
 
     let plain = |name: &str| {
@@ -1997,7 +2429,9 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
         .filter_map(|s| s.metadata.name)
         .filter(|n| n.starts_with(RELEASE))
         .collect();
-    assert!(left.is_empty(), "Secrets left behind: {left:?}");
+    // The canary Secret is issuer-guard's, like the ledger: left behind,
+    // and nothing else.
+    assert_eq!(left, [CANARY_SECRET], "Secrets left behind");
     for account in [RELEASE, CANARY] {
         assert!(
             Api::<ServiceAccount>::namespaced(cp.client.clone(), RELEASE_NS)

@@ -152,6 +152,18 @@ renders the ConfigMap itself: issuer-guard creates it.
 {{- end }}
 
 {{/*
+The Secret discovery keeps its canary tokens in: the ledger's name and
+-canary, the name the binary derives from --ledger (src/discovery), so it is
+never truncated (the schema keeps discovery.ledger short enough). The Role
+<fullname>-discovery grants get and update on this name only, and the policy
+<fullname>-ledger-canary lets only issuer-guard write it. The chart never
+renders the Secret itself: issuer-guard creates it.
+*/}}
+{{- define "issuer-guard.canarySecretName" -}}
+{{- printf "%s-canary" (include "issuer-guard.ledgerName" .) }}
+{{- end }}
+
+{{/*
 The Secret holding the serving certificate, per tls.mode:
   helm:         <fullname>-tls (created by the chart)
   cert-manager: <fullname>-cert-manager-tls (written by cert-manager)
