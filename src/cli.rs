@@ -7,7 +7,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 
-use crate::{check, cluster, discovery, logging, server};
+use crate::{check, cluster, discovery, logging, server, status};
 
 /// 2 × 3 MiB (object and oldObject at the API server's default request
 /// limit) + 1 MiB for the review's envelope.
@@ -35,6 +35,74 @@ pub enum Command {
     /// Judge manifests offline with the webhook's rules. Exits 1 when a
     /// finding would be denied, 2 on unusable input.
     Check(CheckArgs),
+    /// Whether the retiring issuer or key can be retired now, after a time,
+    /// or which owners and pods block it, read from the live cluster with
+    /// your own credentials. Exits 0 when safe now (or nothing retires), 1
+    /// when not yet, 2 when it cannot decide.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Kubeconfig files, as kubectl takes them; else $KUBECONFIG or
+    /// ~/.kube/config, else the in-cluster account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<OsString>,
+    /// The kubeconfig context to use instead of the current one.
+    #[arg(long, env = "ISSUER_GUARD_CONTEXT")]
+    pub context: Option<String>,
+    /// Judge the pods of this namespace only.
+    #[arg(
+        short = 'n',
+        long,
+        env = "ISSUER_GUARD_STATUS_NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+    /// Judge the pods of every namespace (the default).
+    #[arg(short = 'A', long, env = "ISSUER_GUARD_ALL_NAMESPACES", value_parser = BoolishValueParser::new())]
+    pub all_namespaces: bool,
+    /// Output format; `json` is versioned (apiVersion issuer-guard.io/v1).
+    #[arg(short = 'o', long, env = "ISSUER_GUARD_OUTPUT", value_enum, default_value_t = StatusFormat::Table)]
+    pub output: StatusFormat,
+    /// The generation ledger, as NAMESPACE/NAME (the chart's is
+    /// <namespace>/<release>-ledger).
+    #[arg(
+        long,
+        env = "ISSUER_GUARD_STATUS_LEDGER",
+        default_value = "issuer-guard/issuer-guard-ledger"
+    )]
+    pub ledger: String,
+    /// The configuration the webhook runs with; the embedded default when
+    /// omitted.
+    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Discovery's window, as the cluster's webhook runs with.
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_WINDOW", default_value = "5m", value_parser = parse_interval)]
+    pub discovery_window: Duration,
+}
+
+impl StatusArgs {
+    pub fn options(self) -> status::Options {
+        status::Options {
+            kubeconfig: self.kubeconfig,
+            context: self.context,
+            namespace: self.namespace,
+            output: match self.output {
+                StatusFormat::Table => status::Format::Table,
+                StatusFormat::Json => status::Format::Json,
+            },
+            ledger: self.ledger,
+            config: self.config,
+            window: self.discovery_window,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -546,7 +614,7 @@ mod tests {
             .iter()
             .filter_map(|(sub, flag, env)| {
                 let env = env.as_deref()?;
-                let ok = if sub == "serve" && flag == "--kubeconfig" {
+                let ok = if flag == "--kubeconfig" && (sub == "serve" || sub == "status") {
                     env == "KUBECONFIG"
                 } else {
                     env.starts_with("ISSUER_GUARD_")
@@ -556,7 +624,7 @@ mod tests {
             .collect();
         assert!(
             misnamed.is_empty(),
-            "environment variables outside ISSUER_GUARD_ (only serve --kubeconfig reads KUBECONFIG): {misnamed:?}"
+            "environment variables outside ISSUER_GUARD_ (only --kubeconfig reads KUBECONFIG): {misnamed:?}"
         );
     }
 

@@ -19,7 +19,8 @@
 //!   `test-support` the table of its fields the chart's schema is tested
 //!   against.
 //! - [`object`]: the borrowed reader of a Kubernetes object.
-//! - [`check`]: the offline `check` command.
+//! - [`check`]: the offline `check` command; [`status`]: the cluster's
+//!   verdict on retiring an issuer or key.
 //! - [`cli`], [`logging`] and [`server`]: the command line, the log set-up
 //!   and the `serve` runtime (`server::run_with_routes` lets the benchmark's
 //!   null webhook swap the review handlers).
@@ -40,6 +41,7 @@ pub mod logging;
 pub mod object;
 pub mod rules;
 pub mod server;
+pub mod status;
 
 mod cluster;
 mod discovery;

@@ -1,5 +1,5 @@
 //! The `issuer-guard` binary: parses the command line and hands over to
-//! `serve` or `check`. Nothing else lives here.
+//! `serve`, `check` or `status`. Nothing else lives here.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Parser;
 use issuer_guard::{
     check,
     cli::{Cli, Command},
-    logging, server,
+    logging, server, status,
 };
 
 fn main() -> ExitCode {
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             on_runtime(server::run(args.settings()))
         }
         Command::Check(args) => run_check(&args.options()),
+        Command::Status(args) => run_status(&args.options()),
     }
 }
 
@@ -50,6 +51,26 @@ fn run_check(options: &check::Options) -> ExitCode {
         Err(e) => {
             eprintln!("issuer-guard check: {e}");
             ExitCode::from(check::EXIT_UNUSABLE)
+        }
+    }
+}
+
+fn run_status(options: &status::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("issuer-guard status: cannot start the async runtime: {e}");
+            return ExitCode::from(status::EXIT_UNDECIDED);
+        }
+    };
+    match runtime.block_on(status::run(options)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("issuer-guard status: {e}");
+            ExitCode::from(status::EXIT_UNDECIDED)
         }
     }
 }

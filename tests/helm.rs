@@ -3672,11 +3672,12 @@ async fn helm_test_as_its_pod_would(
 /// and the chart README's rotation examples lean on discovery instead of
 /// numbering generations by hand.
 #[test]
-fn the_docs_claim_no_status_command_and_rotate_through_discovery() {
+fn the_docs_name_only_real_commands_and_rotate_through_discovery() {
     use clap::CommandFactory;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cli = issuer_guard::cli::Cli::command();
-    assert!(cli.find_subcommand("status").is_none());
+    // The remediation command is planned, not built: no text may offer it.
+    assert!(cli.find_subcommand("restart").is_none());
     let mut docs = vec![
         root.join("README.md"),
         root.join("charts/issuer-guard/README.md"),
@@ -3703,13 +3704,11 @@ fn the_docs_claim_no_status_command_and_rotate_through_discovery() {
                     }
                 }
             }
-            // `status` alone is only ever an object's field.
-            if line.contains("`status`") {
-                assert!(
-                    line.contains("`managedFields`"),
-                    "{at}: `status` as if it were a command: {line}"
-                );
-            }
+            // `restart` alone would offer a command that does not exist.
+            assert!(
+                !line.contains("`restart`"),
+                "{at}: `restart` as if it were a command: {line}"
+            );
         }
     }
     let chart_readme = std::fs::read_to_string(root.join("charts/issuer-guard/README.md")).unwrap();

@@ -9,6 +9,7 @@
 
 mod apiservers;
 mod backoff;
+mod pages;
 mod reach;
 mod secrets;
 mod tls_secret;
@@ -31,6 +32,7 @@ use tokio::task::JoinHandle;
 
 pub(crate) use apiservers::{Addresses, ApiServers, Targets};
 pub(crate) use backoff::CappedBackoff;
+pub(crate) use pages::list_pages;
 pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub(crate) use secrets::LegacyTokenCache;
 pub(crate) use tls_secret::{Stored, TlsSecret, Written};
@@ -85,6 +87,34 @@ pub(crate) async fn connect(source: &Credentials) -> Result<(Client, kube::Confi
 }
 
 async fn config(source: &Credentials) -> Result<kube::Config, ClusterError> {
+    config_with(source, &KubeConfigOptions::default()).await
+}
+
+/// The client a person's command uses, found as kubectl finds it: the
+/// kubeconfig named, else `$KUBECONFIG` or `~/.kube/config`, else the
+/// in-cluster account; with `context` instead of the current one.
+pub(crate) async fn connect_as_kubectl(
+    kubeconfig: Option<&OsStr>,
+    context: Option<&str>,
+) -> Result<Client, ClusterError> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..KubeConfigOptions::default()
+    };
+    let config = match kubeconfig.filter(|k| !k.is_empty()) {
+        Some(list) => config_with(&Credentials::Kubeconfig(list.to_owned()), &options).await?,
+        None => match Kubeconfig::read() {
+            Ok(found) => kube::Config::from_custom_kubeconfig(found, &options).await?,
+            Err(_) => kube::Config::incluster()?,
+        },
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn config_with(
+    source: &Credentials,
+    options: &KubeConfigOptions,
+) -> Result<kube::Config, ClusterError> {
     Ok(match source {
         Credentials::Kubeconfig(list) => {
             let mut merged: Option<Kubeconfig> = None;
@@ -96,7 +126,7 @@ async fn config(source: &Credentials) -> Result<kube::Config, ClusterError> {
                 });
             }
             let merged = merged.ok_or(ClusterError::EmptyKubeconfig)?;
-            kube::Config::from_custom_kubeconfig(merged, &KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(merged, options).await?
         }
         Credentials::InCluster => kube::Config::incluster()?,
     })

@@ -1,0 +1,81 @@
+//! Paged lists read as raw JSON: `status` judges live objects as they are,
+//! never round-tripped through typed structs, and holds one page at a time
+//! while it reads.
+
+use kube::Client;
+use serde_json::Value;
+
+/// Objects asked for per page: the API server's own default for `kubectl`.
+const PAGE: usize = 500;
+
+/// Reads every page of the list at `path` (e.g. `/api/v1/pods`, with any
+/// query of its own), handing each page's items to `each`. `metadata_only`
+/// asks for PartialObjectMetadata, so that Secrets' data is never sent.
+pub(crate) async fn list_pages(
+    client: &Client,
+    path: &str,
+    metadata_only: bool,
+    mut each: impl FnMut(Vec<Value>),
+) -> Result<usize, kube::Error> {
+    let mut next: Option<String> = None;
+    let mut total = 0;
+    loop {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut url = format!("{path}{separator}limit={PAGE}");
+        if let Some(token) = &next {
+            url.push_str("&continue=");
+            url.push_str(&percent(token));
+        }
+        let mut request = http::Request::get(url);
+        if metadata_only {
+            request = request.header(
+                http::header::ACCEPT,
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            );
+        }
+        let request = request
+            .body(Vec::new())
+            .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
+        let text = client.request_text(request).await?;
+        let mut page: Value = serde_json::from_str(&text).map_err(kube::Error::SerdeError)?;
+        next = page["metadata"]["continue"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        let items = match page.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        total += items.len();
+        each(items);
+        if next.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
+/// A continue token in a query: base64 and JSON, so `+`, `/` and `=` are
+/// the characters that need escaping.
+fn percent(token: &str) -> String {
+    let mut out = String::with_capacity(token.len());
+    for c in token.chars() {
+        match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '~' => out.push(c),
+            other => {
+                let mut buf = [0u8; 4];
+                for b in other.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn continue_tokens_are_escaped() {
+        assert_eq!(super::percent("eyJ2Ijoi+/="), "eyJ2Ijoi%2B%2F%3D");
+    }
+}

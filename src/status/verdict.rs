@@ -1,0 +1,281 @@
+//! The verdict for each retiring issuer and key: safe to retire now, safe
+//! after a time, or blocked by these owners and pods. Pure: the timeline,
+//! the judged pods and the API server's clock come in.
+//!
+//! A pod whose tokens all refresh (projected, no frozen copy) is safe once
+//! the kubelet has refreshed them after the switch away *completed*: at
+//! once if it was created after the completion, otherwise at completion +
+//! min(0.8 × TTL, 24 h) + [`MARGIN`]. A pod with a frozen token (a legacy
+//! Secret's, an environment variable, a `subPath` copy), an audience of the
+//! retiring issuer or a federated audience that does not trust the new one
+//! blocks until it is recreated (or its Secret regenerated).
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::pods::PodFacts;
+use crate::{rules::RuleId, state::Discovered};
+
+/// Added to the kubelet's refresh: the kubelet checks projected tokens
+/// about once a minute, and a node's clock may be a little off the API
+/// server's. Five minutes covers both with room.
+pub(crate) const MARGIN: SignedDuration = SignedDuration::from_secs(300);
+/// The kubelet refreshes a projected token at 80 % of its life, or after
+/// 24 hours, whichever comes first.
+const REFRESH_CAP: SignedDuration = SignedDuration::from_secs(24 * 3600);
+
+/// A pod, its facts and the findings the admission rules give it now.
+#[derive(Debug, Clone)]
+pub(crate) struct JudgedPod {
+    pub facts: PodFacts,
+    /// The owner a person acts on: a Deployment rather than its ReplicaSet.
+    pub owner: Option<Owner>,
+    /// (rule, what it names) for each finding.
+    pub findings: Vec<(RuleId, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct Owner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What retires: an issuer or a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Retiring {
+    Issuer,
+    Key,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "verdict")]
+pub(crate) enum Verdict {
+    /// Nothing that holds a token of it is left.
+    SafeNow,
+    /// Once every refreshing token has been refreshed.
+    SafeAfter { at: Timestamp },
+    /// These owners and pods must be recreated first.
+    BlockedBy { blockers: Vec<Blocker> },
+    /// No switch away from it has completed: some API server still signs
+    /// with it.
+    StillSigning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Blocker {
+    /// The owner, or the pod itself when nothing owns it.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub pods: Vec<String>,
+    pub rules: Vec<&'static str>,
+    /// What each finding names (a Secret, an audience), for the remedy.
+    pub details: Vec<String>,
+    /// The command that fixes it.
+    pub remedy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RetirementVerdict {
+    pub kind: Retiring,
+    pub name: String,
+    /// When the switch away from it completed, on the API server's clock.
+    pub switch_completed: Option<Timestamp>,
+    /// Its retirement, once it happened: when, and who says so.
+    pub retired: Option<(Timestamp, &'static str)>,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The rules whose findings block the retirement of `kind`.
+fn blocks(kind: Retiring, rule: RuleId) -> bool {
+    match rule {
+        RuleId::LegacyTokenEnv | RuleId::LegacyTokenVolume | RuleId::TokenSubpath => true,
+        RuleId::AudienceRetiringIssuer | RuleId::FederatedAudienceUntrusted => {
+            kind == Retiring::Issuer
+        }
+        // A long projection only moves the time its refresh comes.
+        RuleId::RefreshExceedsGrace => false,
+    }
+}
+
+/// The verdicts for every issuer and key that retires or retired in
+/// `found`, judged at `now`.
+pub(crate) fn decide(
+    found: &Discovered,
+    pods: &[JudgedPod],
+    now: Timestamp,
+) -> Vec<RetirementVerdict> {
+    let mut items: Vec<(Retiring, String)> = Vec::new();
+    for issuer in found.retiring_issuers.iter().chain(&found.retired_issuers) {
+        items.push((Retiring::Issuer, issuer.clone()));
+    }
+    for (key, state) in &found.keys {
+        if matches!(
+            state,
+            crate::state::KeyState::Retiring | crate::state::KeyState::Retired
+        ) {
+            items.push((Retiring::Key, key.clone()));
+        }
+    }
+    items.dedup();
+    items
+        .into_iter()
+        .map(|(kind, name)| {
+            let completed = completion_away(found, kind, &name);
+            let retired = found
+                .retirements
+                .iter()
+                .find(|r| r.kind == kind_str(kind) && r.name == name)
+                .and_then(|r| Timestamp::from_second(r.at).ok().map(|at| (at, r.source)));
+            let verdict = match completed {
+                None => Verdict::StillSigning,
+                Some(c) => judge(kind, pods, c, now),
+            };
+            RetirementVerdict {
+                kind,
+                name,
+                switch_completed: completed,
+                retired,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+fn kind_str(kind: Retiring) -> &'static str {
+    match kind {
+        Retiring::Issuer => "issuer",
+        Retiring::Key => "key",
+    }
+}
+
+/// When the switch away from `name` completed: the completion of the
+/// first generation after the last one that signed with it.
+fn completion_away(found: &Discovered, kind: Retiring, name: &str) -> Option<Timestamp> {
+    let last = found
+        .switches
+        .iter()
+        .filter(|s| match kind {
+            Retiring::Issuer => s.issuer == name,
+            Retiring::Key => s.key_id == name,
+        })
+        .map(|s| s.number)
+        .max()?;
+    found
+        .switches
+        .iter()
+        .filter(|s| s.number > last)
+        .filter_map(|s| s.completed)
+        .min()
+        .and_then(|c| Timestamp::from_second(c).ok())
+}
+
+fn judge(kind: Retiring, pods: &[JudgedPod], completed: Timestamp, now: Timestamp) -> Verdict {
+    let mut blockers: BTreeMap<(String, String, String), Blocker> = BTreeMap::new();
+    let mut safe_at = None::<Timestamp>;
+    for pod in pods.iter().filter(|p| p.facts.has_token) {
+        let blocking: Vec<&(RuleId, String)> = pod
+            .findings
+            .iter()
+            .filter(|(r, _)| blocks(kind, *r))
+            .collect();
+        if !blocking.is_empty() {
+            let (k, ns, name) = match &pod.owner {
+                Some(o) => (o.kind.clone(), o.namespace.clone(), o.name.clone()),
+                None => (
+                    "Pod".to_owned(),
+                    pod.facts.namespace.clone(),
+                    pod.facts.name.clone(),
+                ),
+            };
+            let entry = blockers
+                .entry((ns.clone(), k.clone(), name.clone()))
+                .or_insert_with(|| Blocker {
+                    remedy: remedy(&k, &ns, &name, &blocking),
+                    kind: k,
+                    namespace: ns,
+                    name,
+                    pods: Vec::new(),
+                    rules: Vec::new(),
+                    details: Vec::new(),
+                });
+            entry.pods.push(pod.facts.name.clone());
+            for (rule, detail) in blocking {
+                if !entry.rules.contains(&rule.as_str()) {
+                    entry.rules.push(rule.as_str());
+                }
+                if !detail.is_empty() && !entry.details.contains(detail) {
+                    entry.details.push(detail.clone());
+                }
+            }
+            continue;
+        }
+        if let Some(at) = refreshed_at(&pod.facts, completed) {
+            safe_at = Some(safe_at.map_or(at, |s| s.max(at)));
+        }
+    }
+    if !blockers.is_empty() {
+        return Verdict::BlockedBy {
+            blockers: blockers.into_values().collect(),
+        };
+    }
+    match safe_at {
+        Some(at) if at > now => Verdict::SafeAfter { at },
+        _ => Verdict::SafeNow,
+    }
+}
+
+/// When every refreshing token of a pod holds one minted after the switch
+/// completed; `None` when it was created after (its first tokens are).
+pub(crate) fn refreshed_at(facts: &PodFacts, completed: Timestamp) -> Option<Timestamp> {
+    if facts.created.is_some_and(|c| c >= completed) {
+        return None;
+    }
+    let ttl = facts.ttls.iter().copied().max().unwrap_or(3600);
+    let refresh = SignedDuration::from_secs(ttl * 8 / 10).min(REFRESH_CAP);
+    completed
+        .checked_add(refresh)
+        .and_then(|t| t.checked_add(MARGIN))
+        .ok()
+}
+
+/// The command that fixes a blocker, until `issuer-guard` can do it itself.
+fn remedy(kind: &str, namespace: &str, name: &str, findings: &[&(RuleId, String)]) -> String {
+    let only_volume = findings
+        .iter()
+        .all(|(r, _)| *r == RuleId::LegacyTokenVolume);
+    if only_volume {
+        let secrets: Vec<&str> = findings.iter().map(|(_, d)| d.as_str()).collect();
+        return format!(
+            "regenerate the legacy token Secret (kubectl delete secret -n {namespace} {}; the token controller makes it again with the new key)",
+            secrets.join(" ")
+        );
+    }
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" => {
+            format!(
+                "kubectl rollout restart -n {namespace} {}/{name}",
+                kind.to_lowercase()
+            )
+        }
+        "ReplicationController" => format!(
+            "kubectl scale -n {namespace} rc/{name} --replicas=0, then back to its count (the seed runbook; it has downtime)"
+        ),
+        "Pod" => format!(
+            "kubectl get pod -n {namespace} {name} -o yaml | kubectl replace --force -f - (after fixing its spec)"
+        ),
+        other => format!(
+            "recreate the pods of {other} {namespace}/{name} (kubectl delete pod -n {namespace} <pod>; its controller makes them again)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

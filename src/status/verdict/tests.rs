@@ -1,0 +1,187 @@
+use super::*;
+use crate::state::{Generation, KeyState, Retired, SwitchTimes};
+
+const OLD: &str = "https://old.example";
+const NEW: &str = "https://new.example";
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// Key a to b completed at 12:00; issuer old to new in the same switch.
+fn found() -> Discovered {
+    let switch = |number, issuer: &str, key: &str, started: &str, completed: &str| SwitchTimes {
+        number,
+        issuer: issuer.into(),
+        key_id: key.into(),
+        started: t(started).as_second(),
+        completed: Some(t(completed).as_second()),
+    };
+    Discovered {
+        generation: Generation::new(2, NEW, "b"),
+        retiring_issuers: vec![OLD.into()],
+        retired_issuers: Vec::new(),
+        next_issuer: None,
+        keys: vec![
+            ("a".into(), KeyState::Retiring),
+            ("b".into(), KeyState::Signing),
+        ],
+        switches: vec![
+            switch(1, OLD, "a", "2026-12-01T08:00:00Z", "2026-12-01T08:00:00Z"),
+            switch(2, NEW, "b", "2026-12-01T11:50:00Z", "2026-12-01T12:00:00Z"),
+        ],
+        retirements: Vec::new(),
+        candidate_issuers: Vec::new(),
+        observed_at: 0,
+    }
+}
+
+fn pod(name: &str, created: &str, ttls: &[i64], findings: &[(RuleId, &str)]) -> JudgedPod {
+    JudgedPod {
+        facts: PodFacts {
+            namespace: "ns".into(),
+            name: name.into(),
+            owner: None,
+            created: Some(t(created)),
+            started: None,
+            generation: None,
+            ttls: ttls.to_vec(),
+            has_token: true,
+        },
+        owner: None,
+        findings: findings
+            .iter()
+            .map(|(r, d)| (*r, (*d).to_owned()))
+            .collect(),
+    }
+}
+
+fn verdict_for(v: &[RetirementVerdict], kind: Retiring, name: &str) -> Verdict {
+    v.iter()
+        .find(|r| r.kind == kind && r.name == name)
+        .map(|r| r.verdict.clone())
+        .unwrap()
+}
+
+#[test]
+fn pods_created_after_the_completion_are_safe_at_once() {
+    let pods = [pod("p", "2026-12-01T12:00:01Z", &[3607], &[])];
+    let v = decide(&found(), &pods, t("2026-12-01T12:01:00Z"));
+    assert_eq!(verdict_for(&v, Retiring::Key, "a"), Verdict::SafeNow);
+    assert_eq!(verdict_for(&v, Retiring::Issuer, OLD), Verdict::SafeNow);
+}
+
+/// The refresh rule: completion + min(0.8 × TTL, 24 h) + the margin, from
+/// the longest projection of the pod, and the latest pod decides.
+#[test]
+fn pods_from_before_are_safe_once_their_tokens_refreshed() {
+    let pods = [
+        pod("hour", "2026-12-01T09:00:00Z", &[3607], &[]),
+        pod("two-hours", "2026-12-01T09:00:00Z", &[600, 7200], &[]),
+    ];
+    let v = decide(&found(), &pods, t("2026-12-01T12:01:00Z"));
+    // 0.8 × 7200 s = 96 min, + 5 min.
+    assert_eq!(
+        verdict_for(&v, Retiring::Key, "a"),
+        Verdict::SafeAfter {
+            at: t("2026-12-01T13:41:00Z")
+        }
+    );
+    let week = [pod("week", "2026-12-01T09:00:00Z", &[7 * 24 * 3600], &[])];
+    let v = decide(&found(), &week, t("2026-12-01T12:01:00Z"));
+    assert_eq!(
+        verdict_for(&v, Retiring::Key, "a"),
+        Verdict::SafeAfter {
+            at: t("2026-12-02T12:05:00Z")
+        },
+        "capped at 24 h"
+    );
+    let v = decide(&found(), &pods, t("2026-12-01T14:00:00Z"));
+    assert_eq!(verdict_for(&v, Retiring::Key, "a"), Verdict::SafeNow);
+}
+
+#[test]
+fn frozen_tokens_block_and_owners_group_their_pods() {
+    let web = Owner {
+        kind: "Deployment".into(),
+        namespace: "ns".into(),
+        name: "web".into(),
+    };
+    let mut pods: Vec<JudgedPod> = (0..3)
+        .map(|i| JudgedPod {
+            owner: Some(web.clone()),
+            ..pod(
+                &format!("web-{i}"),
+                "2026-12-01T09:00:00Z",
+                &[],
+                &[(RuleId::TokenSubpath, "token")],
+            )
+        })
+        .collect();
+    pods.push(pod(
+        "irsa",
+        "2026-12-01T13:00:00Z",
+        &[3607],
+        &[(RuleId::FederatedAudienceUntrusted, "sts.amazonaws.com")],
+    ));
+    let v = decide(&found(), &pods, t("2026-12-01T12:01:00Z"));
+    let Verdict::BlockedBy { blockers } = verdict_for(&v, Retiring::Key, "a") else {
+        panic!("blocked")
+    };
+    assert_eq!(
+        blockers.len(),
+        1,
+        "the federated audience does not block a key: {blockers:?}"
+    );
+    assert_eq!(
+        (blockers[0].kind.as_str(), blockers[0].pods.len()),
+        ("Deployment", 3)
+    );
+    assert_eq!(
+        blockers[0].remedy,
+        "kubectl rollout restart -n ns deployment/web"
+    );
+    let Verdict::BlockedBy { blockers } = verdict_for(&v, Retiring::Issuer, OLD) else {
+        panic!("blocked")
+    };
+    assert_eq!(blockers.len(), 2);
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b.kind == "Pod" && b.remedy.contains("kubectl replace --force"))
+    );
+}
+
+#[test]
+fn a_pod_without_a_token_never_blocks_and_a_switch_not_completed_is_still_signing() {
+    let mut p = pod(
+        "quiet",
+        "2026-12-01T09:00:00Z",
+        &[],
+        &[(RuleId::LegacyTokenEnv, "s")],
+    );
+    p.facts.has_token = false;
+    let v = decide(&found(), &[p], t("2026-12-01T12:01:00Z"));
+    assert_eq!(verdict_for(&v, Retiring::Key, "a"), Verdict::SafeNow);
+    let mut rolling = found();
+    rolling.switches[1].completed = None;
+    let v = decide(&rolling, &[], t("2026-12-01T12:01:00Z"));
+    assert_eq!(verdict_for(&v, Retiring::Key, "a"), Verdict::StillSigning);
+}
+
+#[test]
+fn a_retirement_is_reported_with_its_source() {
+    let mut f = found();
+    f.retiring_issuers.clear();
+    f.retired_issuers = vec![OLD.into()];
+    f.retirements = vec![Retired {
+        kind: "issuer",
+        name: OLD.into(),
+        at: t("2026-12-02T00:00:00Z").as_second(),
+        source: "observed",
+    }];
+    let v = decide(&f, &[], t("2026-12-02T01:00:00Z"));
+    let r = v.iter().find(|r| r.kind == Retiring::Issuer).unwrap();
+    assert_eq!(r.retired, Some((t("2026-12-02T00:00:00Z"), "observed")));
+    assert_eq!(r.switch_completed, Some(t("2026-12-01T12:00:00Z")));
+}

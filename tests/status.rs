@@ -1,0 +1,221 @@
+//! `issuer-guard status` on a real control plane, through the seed key
+//! rotation: nothing retires; key A retiring is blocked by a pod that froze
+//! a legacy token; with that pod gone it is safe after the refresh of the
+//! projected tokens minted before the switch completed; with only pods made
+//! after it, safe now. Exit codes and the JSON report are checked at each
+//! step.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::{Api, api::PostParams};
+use serde_json::{Value, json};
+use support::{
+    ControlPlane, IssuerGuard, NS, SaKey, ServiceAccountFlags, api, eventually,
+    objects::env_reader_pod, webhook::Launch,
+};
+
+const ISSUER: &str = "https://issuer.status.example";
+const ACCOUNT: &str = "issuer-guard-canary";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A pod with one projected token of `ttl` seconds, as the API server's
+/// injected volume has, made for real (no kubelet runs it).
+async fn projected_pod(cp: &ControlPlane, name: &str, ttl: i64) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "registry.example/app:1",
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/tokens"}]}],
+            "volumes": [{"name": "token", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": ttl}}]}}]
+        }
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+}
+
+async fn delete_pod(cp: &ControlPlane, name: &str) {
+    Api::<Pod>::namespaced(cp.client.clone(), NS)
+        .delete(name, &Default::default())
+        .await
+        .expect("delete the pod");
+}
+
+/// Runs `issuer-guard status -o json` as the admin against `ledger`; its
+/// exit code and report.
+fn status_of(cp: &ControlPlane, ledger: &str) -> (i32, Value, String) {
+    let out = Command::new(support::issuer_guard_bin())
+        .args(["status", "-o", "json", "-n", NS])
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .arg(format!("--ledger={NS}/{ledger}"))
+        .output()
+        .expect("run issuer-guard status");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), report, stderr)
+}
+
+fn status(cp: &ControlPlane) -> (i32, Value, String) {
+    status_of(cp, "issuer-guard-ledger")
+}
+
+fn verdict<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
+    report["verdicts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["kind"] == kind && v["name"] == name))
+        .unwrap_or_else(|| panic!("no verdict for {kind} {name}: {report:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_follows_the_key_rotation() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags {
+        verifying: vec![SaKey::A],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
+    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the canary account");
+    let _guard = IssuerGuard::launch(
+        &cp,
+        "mode: enforce\n",
+        Launch {
+            args: vec![
+                format!("--service-account={NS}/{ACCOUNT}"),
+                format!(
+                    "--apiserver-endpoints=https://127.0.0.1:{}",
+                    cp.apiserver_port()
+                ),
+                "--discovery-interval=500ms".into(),
+                "--discovery-window=4s".into(),
+            ],
+            ..Launch::default()
+        },
+    )
+    .await;
+    eventually("the ledger", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 0 && report["generation"]["keyId"] == kid_a.as_str()).then_some(report)
+    })
+    .await;
+    api::legacy_token(&cp.client, "bot", "bot-token").await;
+    support::webhook::wait_secret_known(&cp, "bot-token", WAIT).await;
+    // Nothing retires: safe, exit 0, no verdict.
+    projected_pod(&cp, "before", 3607).await;
+    let created =
+        api::create::<Pod>(&cp.client, &env_reader_pod("frozen", "bot-token"), false).await;
+    created.object();
+    let (code, report, err) = status(&cp);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert_eq!(report["verdicts"], json!([]), "{report:#}");
+    assert_eq!(report["apiVersion"], "issuer-guard.io/v1");
+
+    // Switch to B: A retires.
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let report = eventually("A retiring", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 1 && report["generation"]["keyId"] == kid_b.as_str()).then_some(report)
+    })
+    .await;
+    let a = verdict(&report, "key", &kid_a);
+    assert_eq!(a["verdict"], "blockedBy", "{report:#}");
+    let blockers = a["blockers"].as_array().expect("blockers");
+    assert_eq!(blockers.len(), 1, "{report:#}");
+    assert_eq!(blockers[0]["name"], "frozen");
+    assert_eq!(blockers[0]["rules"], json!(["legacy-token-env"]));
+    assert!(
+        blockers[0]["remedy"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kubectl replace --force"),
+        "{report:#}"
+    );
+
+    // The frozen pod recreated elsewhere (here: gone): what is left are the
+    // projected tokens minted before the switch completed.
+    delete_pod(&cp, "frozen").await;
+    let (code, report, _) = status(&cp);
+    assert_eq!(code, 1, "{report:#}");
+    let a = verdict(&report, "key", &kid_a);
+    assert_eq!(a["verdict"], "safeAfter", "{report:#}");
+    let completed: jiff::Timestamp = a["switchCompleted"]
+        .as_str()
+        .expect("the switch's completion")
+        .parse()
+        .expect("a time");
+    let at: jiff::Timestamp = a["at"].as_str().expect("a time").parse().expect("a time");
+    // 0.8 × 3607 s = 2885 s, plus the 5-minute margin.
+    assert_eq!(
+        at.as_second() - completed.as_second(),
+        2885 + 300,
+        "{report:#}"
+    );
+
+    // Only pods made after the switch completed: safe now, exit 0.
+    delete_pod(&cp, "before").await;
+    projected_pod(&cp, "after", 3607).await;
+    let (code, report, err) = status(&cp);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert_eq!(verdict(&report, "key", &kid_a)["verdict"], "safeNow");
+
+    // The table says the same; a ledger that does not exist is exit 2.
+    let out = Command::new(support::issuer_guard_bin())
+        .args(["status", "-n", NS])
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .arg(format!("--ledger={NS}/issuer-guard-ledger"))
+        .output()
+        .expect("run status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("key {kid_a}: safe to retire now")),
+        "{table}"
+    );
+    let (code, _, err) = status_of(&cp, "no-such-ledger");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read the ledger ConfigMap"), "{err}");
+}
+
+/// kubectl runs a plugin `kubectl-issuer_guard` with the words after
+/// `kubectl issuer-guard`: the same binary, under that name, answers them.
+#[test]
+fn the_binary_answers_as_the_kubectl_plugin() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let plugin = dir.path().join("kubectl-issuer_guard");
+    std::fs::copy(support::issuer_guard_bin(), &plugin).expect("copy the binary");
+    let out = Command::new(&plugin)
+        .args(["status", "--help"])
+        .output()
+        .expect("run the plugin");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.contains("--ledger") && help.contains("--all-namespaces"),
+        "{help}"
+    );
+    // With no API server to ask: exit 2, and it says what to do.
+    let out = Command::new(&plugin)
+        .args(["status", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run the plugin");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("issuer-guard status: "), "{err}");
+}
