@@ -266,16 +266,18 @@ fn assert_minted_only(cp: &ControlPlane, user: &str, account: &str, audience: &s
         !requests.is_empty(),
         "no TokenRequest by {user} for {account} in the API server's audit log"
     );
-    // Each probe mints two: one for its own audience, and one naming none,
-    // whose audiences are then the API server's (its issuers).
+    // Each probe mints two 10-minute tokens: one for its own audience, and
+    // one naming none, whose audiences are then the API server's (its
+    // issuers); and each generation gets a canary, asked for 7 days, whose
+    // audience no API accepts.
     for e in &requests {
         let spec = &e["requestObject"]["spec"];
-        assert!(
-            spec["audiences"] == json!([audience])
-                || spec.get("audiences").is_none_or(Value::is_null),
-            "{e}"
-        );
-        assert_eq!(spec["expirationSeconds"], 600, "{e}");
+        let probe = spec["audiences"] == json!([audience])
+            || spec.get("audiences").is_none_or(Value::is_null);
+        let canary = spec["audiences"] == json!(["issuer-guard.io/canary"]);
+        assert!(probe || canary, "{e}");
+        let seconds = if canary { 604_800 } else { 600 };
+        assert_eq!(spec["expirationSeconds"], seconds, "{e}");
     }
     assert!(
         requests
@@ -1496,8 +1498,8 @@ async fn readiness_waits_for_the_ledger_and_failures_are_named_by_stage() {
         before <= last && last <= now,
         "last success at {last}, between {before} and {now}"
     );
-    // No stage failed that the grants did not predict, and no stage but
-    // these five exists.
+    // No stage failed that the grants did not predict (the prober has no
+    // grant for the canary Secret), and no stage but these six exists.
     assert_eq!(stage_errors(&m, "verify"), None, "{m}");
     let stages: Vec<&str> = m
         .lines()
@@ -1506,8 +1508,8 @@ async fn readiness_waits_for_the_ledger_and_failures_are_named_by_stage() {
         .collect();
     assert_eq!(
         stages.len(),
-        4,
-        "openid-configuration, jwks, token-request, ledger: {stages:?}"
+        5,
+        "openid-configuration, jwks, token-request, ledger, canary: {stages:?}"
     );
     // It minted 10-minute tokens for itself, for --discovery-audience.
     assert_minted_only(
