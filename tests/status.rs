@@ -170,6 +170,8 @@ async fn the_verdict_follows_the_key_rotation() {
 
     // Only pods made after the switch completed: safe now, exit 0.
     delete_pod(&cp, "before").await;
+    // In a later second than the completion: the same second is ambiguous.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     projected_pod(&cp, "after", 3607).await;
     let (code, report, err) = status(&cp);
     assert_eq!(code, 0, "{report:#}\n{err}");

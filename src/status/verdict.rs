@@ -234,8 +234,11 @@ fn judge(kind: Retiring, pods: &[JudgedPod], completed: Timestamp, now: Timestam
 
 /// When every refreshing token of a pod holds one minted after the switch
 /// completed; `None` when it was created after (its first tokens are).
+/// Both times are whole seconds, and a token's `iat` is cut down to one, so
+/// a pod created in the second the switch completed may predate it: only a
+/// later second is after.
 pub(crate) fn refreshed_at(facts: &PodFacts, completed: Timestamp) -> Option<Timestamp> {
-    if facts.created.is_some_and(|c| c >= completed) {
+    if facts.created.is_some_and(|c| c > completed) {
         return None;
     }
     let ttl = facts.ttls.iter().copied().max().unwrap_or(3600);

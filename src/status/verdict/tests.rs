@@ -63,6 +63,19 @@ fn verdict_for(v: &[RetirementVerdict], kind: Retiring, name: &str) -> Verdict {
         .unwrap()
 }
 
+/// A pod created in the very second the switch completed may predate it.
+#[test]
+fn a_pod_of_the_completions_second_is_not_taken_as_after() {
+    let pods = [pod("same-second", "2026-12-01T12:00:00Z", &[3607], &[])];
+    let v = decide(&found(), &pods, t("2026-12-01T12:01:00Z"));
+    assert_eq!(
+        verdict_for(&v, Retiring::Key, "a"),
+        Verdict::SafeAfter {
+            at: t("2026-12-01T12:53:05Z")
+        }
+    );
+}
+
 #[test]
 fn pods_created_after_the_completion_are_safe_at_once() {
     let pods = [pod("p", "2026-12-01T12:00:01Z", &[3607], &[])];
