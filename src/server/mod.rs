@@ -150,20 +150,9 @@ pub async fn run_with_routes(
     let health = tokio::spawn(health::serve(health_listener, health_app));
     tracing::info!(webhook = %webhook_addr, health = %health_addr, "listening");
 
-    let budget = budget::Budget::new(
-        args.max_inflight_bytes,
-        args.max_body_bytes,
-        metrics.body_budget_waits.clone(),
-    );
-    let trim = budget.trim_after_bursts();
+    let waits = metrics.body_budget_waits.clone();
     let state = ReviewState { webhook, metrics };
-    let app = routes::webhooks(
-        handlers(state),
-        args.max_body_bytes,
-        args.request_timeout,
-        budget,
-        readiness.clone(),
-    );
+    let (app, trim) = review_app(&args, handlers(state), readiness.clone(), waits);
     let limits = Limits {
         handshake_timeout: args.request_timeout,
         grace: args.shutdown_grace,
@@ -179,6 +168,27 @@ pub async fn run_with_routes(
     health.abort();
     trim.abort();
     Ok(())
+}
+
+/// The webhook listener's router around `handlers`: the body limit and
+/// budget, the deadline and readiness layers; and the task that trims the
+/// budget's memory after bursts.
+fn review_app(
+    args: &Settings,
+    handlers: Router,
+    readiness: Arc<Readiness>,
+    waits: prometheus_client::metrics::counter::Counter,
+) -> (Router, tokio::task::JoinHandle<()>) {
+    let budget = budget::Budget::new(args.max_inflight_bytes, args.max_body_bytes, waits);
+    let trim = budget.trim_after_bursts();
+    let app = routes::webhooks(
+        handlers,
+        args.max_body_bytes,
+        args.request_timeout,
+        budget,
+        readiness,
+    );
+    (app, trim)
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

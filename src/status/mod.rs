@@ -74,30 +74,7 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
     let client =
         cluster::connect_as_kubectl(options.kubeconfig.as_deref(), options.context.as_deref())
             .await?;
-    let (ledger_ns, ledger_name) = options
-        .ledger
-        .split_once('/')
-        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
-        .ok_or_else(|| StatusError::LedgerName(options.ledger.clone()))?;
-    let read_ledger = |message: String| StatusError::Ledger {
-        name: options.ledger.clone(),
-        message,
-    };
-    let map: Value = {
-        let path = format!("/api/v1/namespaces/{ledger_ns}/configmaps/{ledger_name}");
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| read_ledger(e.to_string()))?;
-        let text = client
-            .request_text(request)
-            .await
-            .map_err(|e| read_ledger(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| read_ledger(e.to_string()))?
-    };
-    let timeline = ledger::from_data(|key| map["data"][key].as_str()).map_err(read_ledger)?;
-    let found = timeline
-        .conclude(Window(options.window))
-        .ok_or_else(|| StatusError::NoGeneration(options.ledger.clone()))?;
+    let found = read_timeline(&client, options).await?;
     let config = match &options.config {
         Some(path) => Config::load(path)?.config,
         None => Config::embedded_default(),
@@ -106,64 +83,12 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
     let now = cluster::server_date(&client)
         .await
         .map_err(StatusError::Clock)?;
-
     let scope = match &options.namespace {
         Some(ns) => format!("/namespaces/{ns}"),
         None => String::new(),
     };
-    let mut secrets = LegacySecrets::default();
-    let selector = crate::rules::legacy_token_selector()
-        .replace('/', "%2F")
-        .replace('=', "%3D");
-    cluster::list_pages(
-        &client,
-        &format!("/api/v1{scope}/secrets?fieldSelector={selector}"),
-        true,
-        |items| {
-            for s in items {
-                let meta = &s["metadata"];
-                if let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str())
-                {
-                    secrets.insert(ns, name);
-                }
-            }
-        },
-    )
-    .await
-    .map_err(|source| StatusError::List {
-        what: "secrets",
-        source,
-    })?;
-    // A ReplicaSet's pods are acted on through its Deployment.
-    let mut deployments: HashMap<(String, String), String> = HashMap::new();
-    cluster::list_pages(
-        &client,
-        &format!("/apis/apps/v1{scope}/replicasets"),
-        true,
-        |items| {
-            for rs in items {
-                let meta = &rs["metadata"];
-                let owner = meta["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|o| o["controller"] == true && o["kind"] == "Deployment");
-                if let (Some(ns), Some(name), Some(owner)) = (
-                    meta["namespace"].as_str(),
-                    meta["name"].as_str(),
-                    owner.and_then(|o| o["name"].as_str()),
-                ) {
-                    deployments.insert((ns.to_owned(), name.to_owned()), owner.to_owned());
-                }
-            }
-        },
-    )
-    .await
-    .map_err(|source| StatusError::List {
-        what: "replicasets",
-        source,
-    })?;
-
+    let secrets = legacy_secrets(&client, &scope).await?;
+    let deployments = deployments_of_replica_sets(&client, &scope).await?;
     let known = Known {
         secrets: &secrets,
         credentials: &NO_CREDENTIALS,
@@ -205,6 +130,90 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         .iter()
         .all(|v| matches!(v.verdict, Verdict::SafeNow));
     Ok(if all_safe { EXIT_SAFE } else { EXIT_NOT_YET })
+}
+
+/// What the ledger says now: the generation, the timeline and the rotation.
+async fn read_timeline(
+    client: &kube::Client,
+    options: &Options,
+) -> Result<crate::state::Discovered, StatusError> {
+    let (ledger_ns, ledger_name) = options
+        .ledger
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+        .ok_or_else(|| StatusError::LedgerName(options.ledger.clone()))?;
+    let read_ledger = |message: String| StatusError::Ledger {
+        name: options.ledger.clone(),
+        message,
+    };
+    let path = format!("/api/v1/namespaces/{ledger_ns}/configmaps/{ledger_name}");
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| read_ledger(e.to_string()))?;
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(|e| read_ledger(e.to_string()))?;
+    let map: Value = serde_json::from_str(&text).map_err(|e| read_ledger(e.to_string()))?;
+    let timeline = ledger::from_data(|key| map["data"][key].as_str()).map_err(read_ledger)?;
+    timeline
+        .conclude(Window(options.window))
+        .ok_or_else(|| StatusError::NoGeneration(options.ledger.clone()))
+}
+
+/// The legacy token Secrets in `scope`, by metadata only.
+async fn legacy_secrets(client: &kube::Client, scope: &str) -> Result<LegacySecrets, StatusError> {
+    let mut secrets = LegacySecrets::default();
+    let selector = crate::rules::legacy_token_selector()
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let path = format!("/api/v1{scope}/secrets?fieldSelector={selector}");
+    cluster::list_pages(client, &path, true, |items| {
+        for s in items {
+            let meta = &s["metadata"];
+            if let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) {
+                secrets.insert(ns, name);
+            }
+        }
+    })
+    .await
+    .map_err(|source| StatusError::List {
+        what: "secrets",
+        source,
+    })?;
+    Ok(secrets)
+}
+
+/// (namespace, ReplicaSet) to its Deployment: a ReplicaSet's pods are acted
+/// on through the Deployment.
+async fn deployments_of_replica_sets(
+    client: &kube::Client,
+    scope: &str,
+) -> Result<HashMap<(String, String), String>, StatusError> {
+    let mut deployments = HashMap::new();
+    let path = format!("/apis/apps/v1{scope}/replicasets");
+    cluster::list_pages(client, &path, true, |items| {
+        for rs in items {
+            let meta = &rs["metadata"];
+            let owner = meta["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["controller"] == true && o["kind"] == "Deployment")
+                .and_then(|o| o["name"].as_str());
+            if let (Some(ns), Some(name), Some(owner)) =
+                (meta["namespace"].as_str(), meta["name"].as_str(), owner)
+            {
+                deployments.insert((ns.to_owned(), name.to_owned()), owner.to_owned());
+            }
+        }
+    })
+    .await
+    .map_err(|source| StatusError::List {
+        what: "replicasets",
+        source,
+    })?;
+    Ok(deployments)
 }
 
 fn judge_pod(

@@ -152,6 +152,10 @@ impl Report<'_> {
                 }
             }
         }
+        self.verdicts_table(out)
+    }
+
+    fn verdicts_table(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(out, "\nVerdicts:")?;
         if self.verdicts.is_empty() {
             writeln!(out, "  nothing retires")?;
