@@ -14,7 +14,8 @@ use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use support::{
     ControlPlane, IssuerGuard, NS, SaKey, ServiceAccountFlags, api, eventually,
-    objects::env_reader_pod, webhook::Launch,
+    objects::{audience_pod, env_reader_pod},
+    webhook::Launch,
 };
 
 const ISSUER: &str = "https://issuer.status.example";
@@ -192,6 +193,91 @@ async fn the_verdict_follows_the_key_rotation() {
     let (code, _, err) = status_of(&cp, "no-such-ledger");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot read the ledger ConfigMap"), "{err}");
+}
+
+/// Seed 2, the kOps procedure, as `status` sees it: nothing retires at
+/// [old] and [old, new]; at [new, old] the old issuer retires and a pod whose
+/// projected token names it as audience blocks it; once that pod is gone the
+/// old issuer is safe after the refresh; at [new] its retirement is reported
+/// as observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_follows_the_kops_steps() {
+    const OLD: &str = "https://old.status.example";
+    const NEW: &str = "https://new.status.example";
+    let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(OLD)).await;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
+    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the canary account");
+    let _guard = IssuerGuard::launch(
+        &cp,
+        "mode: audit\n",
+        Launch {
+            args: vec![
+                format!("--service-account={NS}/{ACCOUNT}"),
+                format!(
+                    "--apiserver-endpoints=https://127.0.0.1:{}",
+                    cp.apiserver_port()
+                ),
+                "--discovery-interval=500ms".into(),
+                "--discovery-window=4s".into(),
+            ],
+            ..Launch::default()
+        },
+    )
+    .await;
+    eventually("the ledger", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 0 && report["generation"]["issuer"] == OLD).then_some(())
+    })
+    .await;
+    projected_pod(&cp, "before", 3607).await;
+    let created = api::create::<Pod>(&cp.client, &audience_pod("aud-old", OLD), false).await;
+    created.object();
+    cp.restart_apiserver(ServiceAccountFlags::issuers(&[OLD, NEW]))
+        .await;
+    let (code, report, _) = status(&cp);
+    assert_eq!((code, &report["verdicts"]), (0, &json!([])), "{report:#}");
+
+    cp.restart_apiserver(ServiceAccountFlags::issuers(&[NEW, OLD]))
+        .await;
+    let report = eventually("old retiring", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 1 && report["generation"]["issuer"] == NEW).then_some(report)
+    })
+    .await;
+    let old = verdict(&report, "issuer", OLD);
+    assert_eq!(old["verdict"], "blockedBy", "{report:#}");
+    assert_eq!(old["blockers"][0]["name"], "aud-old");
+    assert_eq!(
+        old["blockers"][0]["rules"],
+        json!(["audience-retiring-issuer"])
+    );
+
+    delete_pod(&cp, "aud-old").await;
+    let (code, report, _) = status(&cp);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        verdict(&report, "issuer", OLD)["verdict"],
+        "safeAfter",
+        "{report:#}"
+    );
+
+    cp.restart_apiserver(ServiceAccountFlags::issuer(NEW)).await;
+    let report = eventually("old observed retired", WAIT, || async {
+        let (_, report, _) = status(&cp);
+        let retired = verdict(&report, "issuer", OLD)["retired"].clone();
+        (retired[1] == "observed").then_some(report)
+    })
+    .await;
+    // Still the projected pod from before: it refreshes within the hour.
+    assert_eq!(
+        verdict(&report, "issuer", OLD)["verdict"],
+        "safeAfter",
+        "{report:#}"
+    );
 }
 
 /// kubectl runs a plugin `kubectl-issuer_guard` with the words after
