@@ -792,6 +792,19 @@ async fn canaries(client: &Client, ledger: &str) -> Vec<(u64, String)> {
     kept
 }
 
+/// Waits until the canary Secret beside `ledger` holds generation `number`'s.
+async fn wait_canary(cp: &ControlPlane, ledger: &str, number: u64) {
+    eventually(
+        &format!("the canary of generation {number}"),
+        WAIT,
+        || async {
+            let kept = canaries(&cp.client, ledger).await;
+            kept.iter().any(|(n, _)| *n == number).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Where the cluster sets its own `--api-audiences`, the API servers do not
 /// show which issuers they accept. The canary of generation 1 does: still
 /// accepted at [new, old], refused by the server at [new], for its issuer
@@ -807,24 +820,10 @@ async fn where_the_api_audiences_hide_the_issuers_the_canary_sees_the_retirement
     let kid = cp.pki.sa_a.kid.clone();
     let guard = discovering(&cp, "{}\n").await;
     wait_stamp(&cp, (1, OLD, &kid)).await;
-    eventually("the canary of generation 1", WAIT, || async {
-        (canaries(&cp.client, LEDGER)
-            .await
-            .iter()
-            .any(|(n, _)| *n == 1))
-        .then_some(())
-    })
-    .await;
+    wait_canary(&cp, LEDGER, 1).await;
     cp.restart_apiserver(own_audiences(&[NEW, OLD])).await;
     wait_stamp(&cp, (2, NEW, &kid)).await;
-    eventually("the canary of generation 2", WAIT, || async {
-        (canaries(&cp.client, LEDGER)
-            .await
-            .iter()
-            .any(|(n, _)| *n == 2))
-        .then_some(())
-    })
-    .await;
+    wait_canary(&cp, LEDGER, 2).await;
     // Several rounds with both canaries accepted: nothing is retired.
     tokio::time::sleep(INTERVAL * 4).await;
     let m = guard.metrics().await;
@@ -1319,11 +1318,7 @@ async fn discovery_works_with_exactly_the_charts_permissions() {
     .await;
     wait_stamp(&cp, (1, NEW, &kid_a)).await;
     // The canary is minted, read back and kept under the chart's grants.
-    eventually("the canary of generation 1", WAIT, || async {
-        let kept = canaries(&cp.client, &format!("{account}-ledger")).await;
-        kept.iter().any(|(n, _)| *n == 1).then_some(())
-    })
-    .await;
+    wait_canary(&cp, &format!("{account}-ledger"), 1).await;
     // The Secret watch works with the chart's list/watch.
     api::legacy_token(&cp.client, "bot", "bot-token").await;
     wait_secret_known(&cp, "bot-token", WAIT).await;

@@ -49,6 +49,34 @@ async fn delete_pod(cp: &ControlPlane, name: &str) {
         .expect("delete the pod");
 }
 
+/// issuer-guard discovering from the one API server, minting for the canary
+/// account, registered with the API server.
+async fn discovering(cp: &ControlPlane, config: &str) -> IssuerGuard {
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
+    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the canary account");
+    IssuerGuard::launch(
+        cp,
+        config,
+        Launch {
+            args: vec![
+                format!("--service-account={NS}/{ACCOUNT}"),
+                format!(
+                    "--apiserver-endpoints=https://127.0.0.1:{}",
+                    cp.apiserver_port()
+                ),
+                "--discovery-interval=500ms".into(),
+                "--discovery-window=4s".into(),
+            ],
+            ..Launch::default()
+        },
+    )
+    .await
+}
+
 /// Runs `issuer-guard status -o json` as the admin against `ledger`; its
 /// exit code and report.
 fn status_of(cp: &ControlPlane, ledger: &str) -> (i32, Value, String) {
@@ -83,29 +111,7 @@ async fn the_verdict_follows_the_key_rotation() {
     })
     .await;
     let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
-    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the canary account");
-    let _guard = IssuerGuard::launch(
-        &cp,
-        "mode: enforce\n",
-        Launch {
-            args: vec![
-                format!("--service-account={NS}/{ACCOUNT}"),
-                format!(
-                    "--apiserver-endpoints=https://127.0.0.1:{}",
-                    cp.apiserver_port()
-                ),
-                "--discovery-interval=500ms".into(),
-                "--discovery-window=4s".into(),
-            ],
-            ..Launch::default()
-        },
-    )
-    .await;
+    let _guard = discovering(&cp, "mode: enforce\n").await;
     eventually("the ledger", WAIT, || async {
         let (code, report, _) = status(&cp);
         (code == 0 && report["generation"]["keyId"] == kid_a.as_str()).then_some(report)
@@ -205,29 +211,7 @@ async fn the_verdict_follows_the_kops_steps() {
     const OLD: &str = "https://old.status.example";
     const NEW: &str = "https://new.status.example";
     let mut cp = ControlPlane::start(ServiceAccountFlags::issuer(OLD)).await;
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
-    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the canary account");
-    let _guard = IssuerGuard::launch(
-        &cp,
-        "mode: audit\n",
-        Launch {
-            args: vec![
-                format!("--service-account={NS}/{ACCOUNT}"),
-                format!(
-                    "--apiserver-endpoints=https://127.0.0.1:{}",
-                    cp.apiserver_port()
-                ),
-                "--discovery-interval=500ms".into(),
-                "--discovery-window=4s".into(),
-            ],
-            ..Launch::default()
-        },
-    )
-    .await;
+    let _guard = discovering(&cp, "mode: audit\n").await;
     eventually("the ledger", WAIT, || async {
         let (code, report, _) = status(&cp);
         (code == 0 && report["generation"]["issuer"] == OLD).then_some(())

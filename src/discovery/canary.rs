@@ -128,17 +128,22 @@ impl Canaries {
             self.say_missing(current.number);
             return Ok(Vec::new());
         };
-        if !accepted_everywhere(&review_all(servers, &own.token).await?) {
+        let earlier: Vec<&Canary> = kept
+            .iter()
+            .filter(|(number, c)| {
+                **number != current.number
+                    && (c.issuer != current.issuer || c.key_id != current.key_id)
+            })
+            .map(|(_, c)| c)
+            .collect();
+        // Nothing to review: spare the servers the current canary's review
+        // and the account's read, every round of a cluster at rest.
+        if earlier.is_empty() || !accepted_everywhere(&review_all(servers, &own.token).await?) {
             return Ok(Vec::new());
         }
         let uid = self.account_uid().await?;
         let mut reviews = Vec::new();
-        for (number, canary) in &kept {
-            if *number == current.number
-                || (canary.issuer == current.issuer && canary.key_id == current.key_id)
-            {
-                continue;
-            }
+        for canary in earlier {
             let answers = review_all(servers, &canary.token).await?;
             let verdict = if accepted_everywhere(&answers) {
                 Some(CanaryVerdict::Accepted)
