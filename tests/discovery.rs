@@ -529,11 +529,12 @@ async fn two_replicas_agree_on_every_generation() {
     );
 }
 
-/// Three replicas that write the ledger at once: with a 500 ms window each
-/// refreshes its last sighting every 100 ms, so their read-modify-writes
-/// meet, and the loser of each race (409) reads the winner's ledger and
-/// applies its round again. Nothing is lost and nothing numbered twice,
-/// also when both see a new pair at the same moment.
+/// Replicas whose writes lose races: three replicas refresh their sightings
+/// every 100 ms while the test rewrites the ledger's metadata in a loop (its
+/// data unchanged), so their read-modify-writes meet a newer
+/// resourceVersion, and the loser of each race (409) reads again and applies
+/// its round again. Nothing is lost and nothing numbered twice, also when all
+/// see a new pair at the same moment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_racing_on_the_ledger_lose_nothing() {
     let mut cp = ControlPlane::start(ServiceAccountFlags {
@@ -552,6 +553,25 @@ async fn replicas_racing_on_the_ledger_lose_nothing() {
     );
     let racers = [&one, &two, &three];
     let conflicts = |m: &str| sample(m, "issuer_guard_ledger_write_conflicts_total").unwrap_or(0.0);
+    // Another writer, as fast as the API server takes it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let api = Api::<ConfigMap>::namespaced(cp.client.clone(), NS);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if let Ok(mut map) = api.get(LEDGER).await {
+                    n += 1;
+                    map.metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert("test.issuer-guard.io/touched".into(), n.to_string());
+                    let _ = api.replace(LEDGER, &PostParams::default(), &map).await;
+                }
+            }
+        })
+    };
     eventually(
         "a write that lost a race and was applied again",
         WAIT,
@@ -564,6 +584,8 @@ async fn replicas_racing_on_the_ledger_lose_nothing() {
         },
     )
     .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    toucher.await.expect("the other writer");
     cp.restart_apiserver(ServiceAccountFlags {
         signing: SaKey::B,
         verifying: vec![SaKey::A, SaKey::B],
