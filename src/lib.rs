@@ -49,5 +49,6 @@ mod live;
 mod metrics;
 mod policy;
 mod reload;
+mod retirement;
 mod state;
 mod yaml;

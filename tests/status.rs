@@ -9,8 +9,11 @@ mod support;
 
 use std::{process::Command, time::Duration};
 
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
 use serde_json::{Value, json};
 use support::{
     ControlPlane, IssuerGuard, NS, SaKey, ServiceAccountFlags, api, eventually,
@@ -260,6 +263,193 @@ async fn the_verdict_follows_the_kops_steps() {
     assert_eq!(
         verdict(&report, "issuer", OLD)["verdict"],
         "safeAfter",
+        "{report:#}"
+    );
+}
+
+/// A pod running as ServiceAccount `account` whose container `app` mounts
+/// its projected token file alone, with `subPath`: a copy taken at the
+/// container's start that the kubelet never refreshes.
+async fn subpath_pod(cp: &ControlPlane, name: &str, account: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": account,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "registry.example/app:1",
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/token", "subPath": "token"}]}],
+            "volumes": [{"name": "token", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]
+        }
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(cp.client.clone(), NS)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+}
+
+/// There is no kubelet: the test says, through the status subresource as a
+/// kubelet would, that the pod's container `app` is running since its
+/// creation.
+async fn mark_started(cp: &ControlPlane, name: &str) -> String {
+    let pods = Api::<Pod>::namespaced(cp.client.clone(), NS);
+    let pod = pods.get(name).await.expect("the pod");
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .expect("a creation time")
+        .0
+        .to_string();
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "app", "image": "registry.example/app:1", "imageID": "", "ready": true,
+        "restartCount": 0, "state": {"running": {"startedAt": created}}}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("set the pod's status");
+    created
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect()
+}
+
+/// What the seed key rotation leaves besides pods that froze a legacy token:
+/// a legacy token Secret no pod mounts but something still sends (the API
+/// server's `legacy-token-last-used` label) blocks the old key, an idle one
+/// does not; a `subPath` copy taken before the switch blocks, one in a pod
+/// made after it does not; and a ServiceAccount deleted and recreated under
+/// its pods is reported with when each pod heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_tokens_copies_and_recreated_accounts() {
+    let mut cp = ControlPlane::start(ServiceAccountFlags {
+        verifying: vec![SaKey::A],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let _guard = discovering(&cp, "mode: audit\n").await;
+    eventually("the ledger", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 0 && report["generation"]["keyId"] == kid_a.as_str()).then_some(())
+    })
+    .await;
+
+    // A CI bot's token, sent to the API server (here through a TokenReview,
+    // which runs the same authenticator), and one nobody sends.
+    let used = api::legacy_token(&cp.client, "ci", "ci-token").await;
+    api::legacy_token(&cp.client, "old-tool", "idle-token").await;
+    assert!(api::token_accepted(&cp.client, &used).await);
+    let secrets = Api::<Secret>::namespaced(cp.client.clone(), NS);
+    let day = eventually("the API server to label the used token", WAIT, || async {
+        let labels = secrets.get("ci-token").await.ok()?.metadata.labels?;
+        labels.get("kubernetes.io/legacy-token-last-used").cloned()
+    })
+    .await;
+
+    // ServiceAccount `app` with two pods, then deleted and made again.
+    let accounts = Api::<ServiceAccount>::namespaced(cp.client.clone(), NS);
+    let app: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("an SA");
+    accounts
+        .create(&PostParams::default(), &app)
+        .await
+        .expect("create app");
+    subpath_pod(&cp, "copy-before", "app").await;
+    projected_pod(&cp, "projected-before", 3607).await;
+    mark_started(&cp, "copy-before").await;
+    mark_started(&cp, "projected-before").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    accounts
+        .delete("app", &DeleteParams::default())
+        .await
+        .expect("delete app");
+    eventually("app gone", WAIT, || async {
+        accounts.get_opt("app").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let made = accounts
+        .create(&PostParams::default(), &app)
+        .await
+        .expect("make app again");
+    let recreated = made.metadata.creation_timestamp.expect("a time").0;
+
+    let (code, report, err) = status(&cp);
+    assert_eq!(code, 0, "nothing retires: {report:#}\n{err}");
+    let tokens = &report["legacyTokens"];
+    let token = |name: &str| {
+        tokens
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no legacy token {name}: {report:#}"))
+    };
+    assert_eq!(token("ci-token")["lastUsed"], day.as_str(), "{report:#}");
+    assert_eq!(token("idle-token")["lastUsed"], Value::Null, "{report:#}");
+    assert_eq!(token("ci-token")["mountedBy"], 0);
+    let app = report["serviceAccounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "app"))
+        .unwrap_or_else(|| panic!("app not reported: {report:#}"));
+    assert_eq!(
+        app["recreated"]
+            .as_str()
+            .map(|t| t.parse::<jiff::Timestamp>().ok()),
+        Some(Some(recreated)),
+        "{report:#}"
+    );
+    // `projected-before` runs as `default`, which was never recreated.
+    assert_eq!(names(&app["pods"]), ["copy-before"], "{report:#}");
+    assert_eq!(app["pods"][0]["brokenUntilRecreated"], true);
+
+    // Switch to B: A retires.
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let report = eventually("A retiring", WAIT, || async {
+        let (code, report, _) = status(&cp);
+        (code == 1 && report["generation"]["keyId"] == kid_b.as_str()).then_some(report)
+    })
+    .await;
+    let a = verdict(&report, "key", &kid_a);
+    assert_eq!(a["verdict"], "blockedBy", "{report:#}");
+    let blockers: Vec<(&str, &str)> = a["blockers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["kind"].as_str().unwrap_or(""),
+                b["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        blockers,
+        [("Pod", "copy-before"), ("Secret", "ci-token")],
+        "{report:#}"
+    );
+
+    // The copy taken again in a pod made after the switch completed holds
+    // the new key: only the used Secret is left.
+    delete_pod(&cp, "copy-before").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    subpath_pod(&cp, "copy-after", "app").await;
+    mark_started(&cp, "copy-after").await;
+    let (code, report, _) = status(&cp);
+    assert_eq!(code, 1, "{report:#}");
+    let a = verdict(&report, "key", &kid_a);
+    assert_eq!(names(&a["blockers"]), ["ci-token"], "{report:#}");
+    assert_eq!(
+        a["blockers"][0]["rules"],
+        json!(["legacy-token-in-use"]),
         "{report:#}"
     );
 }

@@ -4,23 +4,25 @@
 //! same rules admission uses (`judge::value`).
 
 mod output;
-mod pods;
-mod verdict;
 
-use std::{collections::HashMap, ffi::OsString, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde_json::Value;
 
 use crate::{
     cluster::{self, ClusterError},
     config::{Config, ConfigError},
-    judge::{self, Known},
+    judge::Known,
+    retirement::{Accounts, Evidence, LegacyToken, SecretKey, Verdict, judge_pod},
     rules::{LegacySecrets, NO_CREDENTIALS},
     state::ledger::{self, Window},
 };
 pub use output::Format;
-use pods::PodFacts;
-use verdict::{JudgedPod, Owner, Verdict};
 
 /// Exit codes a runbook or CI job can gate on.
 pub const EXIT_SAFE: u8 = 0;
@@ -87,8 +89,9 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         Some(ns) => format!("/namespaces/{ns}"),
         None => String::new(),
     };
-    let secrets = legacy_secrets(&client, &scope).await?;
+    let (secrets, legacy) = legacy_secrets(&client, &scope).await?;
     let deployments = deployments_of_replica_sets(&client, &scope).await?;
+    let accounts = service_accounts(&client, &scope).await?;
     let known = Known {
         secrets: &secrets,
         credentials: &NO_CREDENTIALS,
@@ -101,7 +104,15 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
                 map.insert("apiVersion".into(), Value::from("v1"));
                 map.insert("kind".into(), Value::from("Pod"));
             }
-            judged.push(judge_pod(&config, known, &pod, &deployments));
+            match judge_pod(&config, known, &pod) {
+                Some(p) => judged.push(p),
+                // A live Pod the API server accepted is always readable.
+                None => eprintln!(
+                    "issuer-guard status: pod {}/{} could not be read, and is left out",
+                    pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    pod["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+            }
         }
         if options.output == Format::Table {
             eprintln!("issuer-guard status: {} pods judged", judged.len());
@@ -112,13 +123,20 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         what: "pods",
         source,
     })?;
-    let verdicts = verdict::decide(&found, &judged, now);
+    let assessment = Evidence {
+        found: &found,
+        pods: &judged,
+        deployments: &deployments,
+        accounts: &accounts,
+        legacy: &legacy,
+        now,
+    }
+    .assess();
     let report = output::Report {
         now,
         ledger: &options.ledger,
         found: &found,
-        pods: &judged,
-        verdicts: &verdicts,
+        assessment: &assessment,
         listed,
     };
     let mut out = std::io::stdout().lock();
@@ -126,7 +144,8 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         Format::Table => report.table(&mut out)?,
         Format::Json => report.json(&mut out)?,
     }
-    let all_safe = verdicts
+    let all_safe = assessment
+        .verdicts
         .iter()
         .all(|v| matches!(v.verdict, Verdict::SafeNow));
     Ok(if all_safe { EXIT_SAFE } else { EXIT_NOT_YET })
@@ -161,18 +180,23 @@ async fn read_timeline(
         .ok_or_else(|| StatusError::NoGeneration(options.ledger.clone()))
 }
 
-/// The legacy token Secrets in `scope`, by metadata only.
-async fn legacy_secrets(client: &kube::Client, scope: &str) -> Result<LegacySecrets, StatusError> {
+/// The legacy token Secrets in `scope`, by metadata only: the index the
+/// rules ask, and each with the day it was last used.
+async fn legacy_secrets(
+    client: &kube::Client,
+    scope: &str,
+) -> Result<(LegacySecrets, BTreeMap<SecretKey, LegacyToken>), StatusError> {
     let mut secrets = LegacySecrets::default();
+    let mut tokens = BTreeMap::new();
     let selector = crate::rules::legacy_token_selector()
         .replace('/', "%2F")
         .replace('=', "%3D");
     let path = format!("/api/v1{scope}/secrets?fieldSelector={selector}");
     cluster::list_pages(client, &path, true, |items| {
         for s in items {
-            let meta = &s["metadata"];
-            if let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) {
-                secrets.insert(ns, name);
+            if let Some(token) = LegacyToken::of(&s["metadata"]) {
+                secrets.insert(&token.namespace, &token.name);
+                tokens.insert((token.namespace.clone(), token.name.clone()), token);
             }
         }
     })
@@ -181,7 +205,36 @@ async fn legacy_secrets(client: &kube::Client, scope: &str) -> Result<LegacySecr
         what: "secrets",
         source,
     })?;
-    Ok(secrets)
+    Ok((secrets, tokens))
+}
+
+/// When each ServiceAccount in `scope` was created, by metadata only.
+async fn service_accounts(client: &kube::Client, scope: &str) -> Result<Accounts, StatusError> {
+    let mut accounts = Accounts::new();
+    cluster::list_pages(
+        client,
+        &format!("/api/v1{scope}/serviceaccounts"),
+        true,
+        |items| {
+            for a in items {
+                let meta = &a["metadata"];
+                let created = meta["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok());
+                if let (Some(ns), Some(name), Some(created)) =
+                    (meta["namespace"].as_str(), meta["name"].as_str(), created)
+                {
+                    accounts.insert((ns.to_owned(), name.to_owned()), created);
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|source| StatusError::List {
+        what: "serviceaccounts",
+        source,
+    })?;
+    Ok(accounts)
 }
 
 /// (namespace, ReplicaSet) to its Deployment: a ReplicaSet's pods are acted
@@ -214,50 +267,4 @@ async fn deployments_of_replica_sets(
         source,
     })?;
     Ok(deployments)
-}
-
-fn judge_pod(
-    config: &Config,
-    known: Known<'_>,
-    pod: &Value,
-    deployments: &HashMap<(String, String), String>,
-) -> JudgedPod {
-    let facts = PodFacts::of(pod);
-    let findings = match judge::value(config, known, pod, &facts.namespace) {
-        Ok(Some(j)) => j
-            .verdict
-            .decided
-            .iter()
-            .map(|d| (d.finding.rule, d.finding.detail.clone()))
-            .collect(),
-        // A live Pod the API server accepted is always readable; one that is
-        // not is judged as holding nothing, and says so.
-        Ok(None) | Err(_) => {
-            eprintln!(
-                "issuer-guard status: pod {}/{} could not be judged",
-                facts.namespace, facts.name
-            );
-            Vec::new()
-        }
-    };
-    let owner = facts.owner.as_ref().map(|(kind, name)| {
-        let key = (facts.namespace.clone(), name.clone());
-        match (kind.as_str(), deployments.get(&key)) {
-            ("ReplicaSet", Some(deployment)) => Owner {
-                kind: "Deployment".into(),
-                namespace: facts.namespace.clone(),
-                name: deployment.clone(),
-            },
-            _ => Owner {
-                kind: kind.clone(),
-                namespace: facts.namespace.clone(),
-                name: name.clone(),
-            },
-        }
-    });
-    JudgedPod {
-        facts,
-        owner,
-        findings,
-    }
 }

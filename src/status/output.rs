@@ -2,13 +2,15 @@
 //! issuer-guard.io/v1`, `kind: Status`; docs/status.md documents it) for a
 //! script.
 
-use std::{collections::BTreeMap, io::Write};
+use std::io::Write;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::verdict::{JudgedPod, RetirementVerdict, Verdict};
-use crate::state::Discovered;
+use crate::{
+    retirement::{Assessment, Verdict},
+    state::Discovered,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -20,8 +22,7 @@ pub(super) struct Report<'a> {
     pub now: Timestamp,
     pub ledger: &'a str,
     pub found: &'a Discovered,
-    pub pods: &'a [JudgedPod],
-    pub verdicts: &'a [RetirementVerdict],
+    pub assessment: &'a Assessment,
     pub listed: usize,
 }
 
@@ -30,49 +31,15 @@ fn time(seconds: i64) -> String {
 }
 
 impl Report<'_> {
-    /// Pods per stamped generation; `unstamped` for pods older than the
-    /// install or never reviewed.
-    fn per_generation(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for p in self.pods {
-            let key = p
-                .facts
-                .generation
-                .map_or_else(|| "unstamped".to_owned(), |g| g.to_string());
-            *counts.entry(key).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// At-risk pods by rule, grouped by owner: (rule, [(owner, pods)]).
-    fn at_risk(&self) -> BTreeMap<&'static str, BTreeMap<String, usize>> {
-        let mut by_rule: BTreeMap<&'static str, BTreeMap<String, usize>> = BTreeMap::new();
-        for p in self.pods {
-            let owner = p.owner.as_ref().map_or_else(
-                || format!("Pod {}/{}", p.facts.namespace, p.facts.name),
-                |o| format!("{} {}/{}", o.kind, o.namespace, o.name),
-            );
-            let mut rules: Vec<&'static str> = p.findings.iter().map(|(r, _)| r.as_str()).collect();
-            rules.dedup();
-            for rule in rules {
-                *by_rule
-                    .entry(rule)
-                    .or_default()
-                    .entry(owner.clone())
-                    .or_insert(0) += 1;
-            }
-        }
-        by_rule
-    }
-
     pub(super) fn json(&self, out: &mut impl Write) -> std::io::Result<()> {
         let g = &self.found.generation;
-        let at_risk: Vec<Value> = self
-            .at_risk()
-            .into_iter()
+        let a = self.assessment;
+        let at_risk: Vec<Value> = a
+            .at_risk
+            .iter()
             .map(|(rule, owners)| {
                 let owners: Vec<Value> = owners
-                    .into_iter()
+                    .iter()
                     .map(|(owner, pods)| json!({"owner": owner, "pods": pods}))
                     .collect();
                 json!({"rule": rule, "owners": owners})
@@ -91,9 +58,15 @@ impl Report<'_> {
             "retirements": self.found.retirements.iter().map(|r| json!({
                 "kind": r.kind, "name": r.name, "at": time(r.at), "source": r.source,
             })).collect::<Vec<_>>(),
-            "pods": {"listed": self.listed, "perGeneration": self.per_generation()},
+            "pods": {"listed": self.listed, "perGeneration": a.per_generation},
             "atRisk": at_risk,
-            "verdicts": self.verdicts,
+            "verdicts": a.verdicts,
+            "serviceAccounts": a.accounts,
+            "legacyTokens": a.legacy.iter().map(|(t, pods)| {
+                let mut v = json!(t);
+                v["mountedBy"] = json!(pods);
+                v
+            }).collect::<Vec<_>>(),
         });
         serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)
@@ -132,9 +105,10 @@ impl Report<'_> {
                 r.source
             )?;
         }
-        let counts: Vec<String> = self
-            .per_generation()
-            .into_iter()
+        let a = self.assessment;
+        let counts: Vec<String> = a
+            .per_generation
+            .iter()
             .map(|(g, n)| format!("{g}: {n}"))
             .collect();
         writeln!(
@@ -143,24 +117,72 @@ impl Report<'_> {
             self.listed,
             counts.join(", ")
         )?;
-        let at_risk = self.at_risk();
-        if !at_risk.is_empty() {
+        if !a.at_risk.is_empty() {
             writeln!(out, "\nAt risk, by rule:")?;
-            for (rule, owners) in at_risk {
+            for (rule, owners) in &a.at_risk {
                 for (owner, pods) in owners {
                     writeln!(out, "  {rule:<28} {owner} ({pods} pods)")?;
                 }
             }
         }
+        self.accounts_table(out)?;
+        self.legacy_table(out)?;
         self.verdicts_table(out)
+    }
+
+    fn accounts_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for account in &self.assessment.accounts {
+            let what = match account.recreated {
+                Some(at) => format!("recreated at {at}"),
+                None => "deleted".to_owned(),
+            };
+            writeln!(
+                out,
+                "\nServiceAccount {}/{} {what}: its pods' tokens are refused",
+                account.namespace, account.name
+            )?;
+            for pod in &account.pods {
+                let when = match pod.heals {
+                    Some(at) => format!("heals at {at}, when the kubelet refreshes"),
+                    None if pod.broken_until_recreated => {
+                        "holds a copy: broken until the pod is recreated".to_owned()
+                    }
+                    None => "broken until the ServiceAccount exists again".to_owned(),
+                };
+                writeln!(out, "  pod {}: {when}", pod.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn legacy_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.assessment.legacy.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nLegacy token Secrets (signed by a key of their day):"
+        )?;
+        for (t, pods) in &self.assessment.legacy {
+            let used = match &t.last_used {
+                Some(day) => format!("in use, last used {day}"),
+                None => "idle, not used since tracking began".to_owned(),
+            };
+            writeln!(
+                out,
+                "  {}/{} ({}): {used}; mounted by {pods} pods",
+                t.namespace, t.name, t.service_account
+            )?;
+        }
+        Ok(())
     }
 
     fn verdicts_table(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(out, "\nVerdicts:")?;
-        if self.verdicts.is_empty() {
+        if self.assessment.verdicts.is_empty() {
             writeln!(out, "  nothing retires")?;
         }
-        for v in self.verdicts {
+        for v in &self.assessment.verdicts {
             let what = format!(
                 "{} {}",
                 serde_json::to_value(v.kind)

@@ -1,11 +1,19 @@
-//! What `status` needs to know of one live Pod beyond its findings: who
-//! owns it, when its tokens were minted, how long its projected tokens
-//! live, and which generation it was stamped with.
+//! What the verdict needs to know of one live Pod: who owns it, which
+//! ServiceAccount it runs as, when its tokens were minted, how long its
+//! projected tokens live, which generation it was stamped with, and the
+//! findings the admission rules give it (`judge::value`, the one judgement
+//! the webhook and `check` make too).
 
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::object::GENERATION_LABEL;
+use super::verdict::Owner;
+use crate::{
+    config::Config,
+    judge::{self, Known},
+    object::GENERATION_LABEL,
+    rules::RuleId,
+};
 
 /// The kubelet's default for a projected token that names no
 /// `expirationSeconds`; the API server's injected volume asks 3607.
@@ -17,6 +25,9 @@ pub(crate) struct PodFacts {
     pub name: String,
     /// The controlling owner, `Kind/name`, as the Pod names it.
     pub owner: Option<(String, String)>,
+    /// `spec.serviceAccountName`; the API server sets `default` when a
+    /// Pod names none.
+    pub account: String,
     /// When its projected tokens were first minted.
     pub created: Option<Timestamp>,
     /// The earliest time a container started: when a token read once at
@@ -74,6 +85,10 @@ impl PodFacts {
             namespace: text(&meta["namespace"]),
             name: text(&meta["name"]),
             owner,
+            account: pod["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
             created: time(&meta["creationTimestamp"]),
             started,
             generation: meta["labels"][GENERATION_LABEL]
@@ -83,6 +98,43 @@ impl PodFacts {
             ttls,
         }
     }
+}
+
+/// A pod, its facts and the findings the admission rules give it now.
+#[derive(Debug, Clone)]
+pub(crate) struct JudgedPod {
+    pub facts: PodFacts,
+    /// The controlling owner as the Pod names it; a ReplicaSet is lifted to
+    /// its Deployment when the verdict is made, from what is known then.
+    pub owner: Option<Owner>,
+    /// (rule, what it names) for each finding.
+    pub findings: Vec<(RuleId, String)>,
+}
+
+/// Judges one live Pod (a list's item, or a watch's) with the configuration
+/// in force. `None` when the API server gave something that is not a
+/// readable Pod: the caller says which and counts it.
+pub(crate) fn judge_pod(config: &Config, known: Known<'_>, pod: &Value) -> Option<JudgedPod> {
+    let facts = PodFacts::of(pod);
+    let findings = match judge::value(config, known, pod, &facts.namespace) {
+        Ok(Some(j)) => j
+            .verdict
+            .decided
+            .iter()
+            .map(|d| (d.finding.rule, d.finding.detail.clone()))
+            .collect(),
+        Ok(None) | Err(_) => return None,
+    };
+    let owner = facts.owner.as_ref().map(|(kind, name)| Owner {
+        kind: kind.clone(),
+        namespace: facts.namespace.clone(),
+        name: name.clone(),
+    });
+    Some(JudgedPod {
+        facts,
+        owner,
+        findings,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
+use std::collections::{BTreeMap, HashMap};
+
 use super::*;
-use crate::state::{Generation, KeyState, Retired, SwitchTimes};
+use crate::{
+    retirement::{Accounts, JudgedPod, LegacyToken, SecretKey},
+    state::{Discovered, Generation, KeyState, Retired, SwitchTimes},
+};
 
 const OLD: &str = "https://old.example";
 const NEW: &str = "https://new.example";
@@ -42,6 +47,7 @@ fn pod(name: &str, created: &str, ttls: &[i64], findings: &[(RuleId, &str)]) -> 
             namespace: "ns".into(),
             name: name.into(),
             owner: None,
+            account: "default".into(),
             created: Some(t(created)),
             started: None,
             generation: None,
@@ -54,6 +60,28 @@ fn pod(name: &str, created: &str, ttls: &[i64], findings: &[(RuleId, &str)]) -> 
             .map(|(r, d)| (*r, (*d).to_owned()))
             .collect(),
     }
+}
+
+/// The verdicts with no ReplicaSets, ServiceAccounts or legacy Secrets
+/// known.
+fn decide(found: &Discovered, pods: &[JudgedPod], now: Timestamp) -> Vec<RetirementVerdict> {
+    decide_with(found, pods, &BTreeMap::new(), now)
+}
+
+fn decide_with(
+    found: &Discovered,
+    pods: &[JudgedPod],
+    legacy: &BTreeMap<SecretKey, LegacyToken>,
+    now: Timestamp,
+) -> Vec<RetirementVerdict> {
+    super::decide(&Evidence {
+        found,
+        pods,
+        deployments: &HashMap::new(),
+        accounts: &Accounts::new(),
+        legacy,
+        now,
+    })
 }
 
 fn verdict_for(v: &[RetirementVerdict], kind: Retiring, name: &str) -> Verdict {
@@ -197,4 +225,143 @@ fn a_retirement_is_reported_with_its_source() {
     let r = v.iter().find(|r| r.kind == Retiring::Issuer).unwrap();
     assert_eq!(r.retired, Some((t("2026-12-02T00:00:00Z"), "observed")));
     assert_eq!(r.switch_completed, Some(t("2026-12-01T12:00:00Z")));
+}
+
+/// A `subPath` copy is the token of its container's start: one taken after
+/// the volume was refreshed (or in a pod made after the switch) holds the
+/// new key; one taken before blocks.
+#[test]
+fn a_subpath_copy_blocks_only_when_taken_before_the_refresh() {
+    let subpath = [(RuleId::TokenSubpath, "token")];
+    let mut early = pod("early", "2026-12-01T09:00:00Z", &[3607], &subpath);
+    early.facts.started = Some(t("2026-12-01T12:40:00Z"));
+    let mut late = pod("late", "2026-12-01T09:00:00Z", &[3607], &subpath);
+    // The volume is new from 12:53:05 (12:00 + 2885 s + 5 min).
+    late.facts.started = Some(t("2026-12-01T12:53:06Z"));
+    let mut new = pod("new", "2026-12-01T12:00:01Z", &[3607], &subpath);
+    new.facts.started = None;
+    let now = t("2026-12-01T13:00:00Z");
+    let v = decide(&found(), &[early.clone(), late.clone(), new.clone()], now);
+    let Verdict::BlockedBy { blockers } = verdict_for(&v, Retiring::Key, "a") else {
+        panic!("blocked: {v:?}")
+    };
+    let names: Vec<&str> = blockers.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["early"]);
+    let v = decide(&found(), &[late, new], now);
+    assert_eq!(verdict_for(&v, Retiring::Key, "a"), Verdict::SafeNow);
+}
+
+fn token(name: &str, last_used: Option<&str>) -> ((String, String), LegacyToken) {
+    (
+        ("ns".into(), name.into()),
+        LegacyToken {
+            namespace: "ns".into(),
+            name: name.into(),
+            service_account: "bot".into(),
+            last_used: last_used.map(str::to_owned),
+            invalid_since: None,
+        },
+    )
+}
+
+/// Legacy tokens are verified by key alone: they block a key, never an
+/// issuer. A Secret no pod mounts blocks the key while it is used.
+#[test]
+fn legacy_tokens_block_the_key_and_an_unmounted_one_only_when_used() {
+    let frozen = pod(
+        "frozen",
+        "2026-12-01T13:00:00Z",
+        &[],
+        &[(RuleId::LegacyTokenEnv, "mounted")],
+    );
+    let legacy: BTreeMap<_, _> = [
+        token("mounted", None),
+        token("used", Some("2026-12-01")),
+        token("idle", None),
+    ]
+    .into_iter()
+    .collect();
+    let v = decide_with(&found(), &[frozen], &legacy, t("2026-12-01T13:00:00Z"));
+    assert_eq!(verdict_for(&v, Retiring::Issuer, OLD), Verdict::SafeNow);
+    let Verdict::BlockedBy { blockers } = verdict_for(&v, Retiring::Key, "a") else {
+        panic!("blocked: {v:?}")
+    };
+    let names: Vec<(&str, &str)> = blockers
+        .iter()
+        .map(|b| (b.kind.as_str(), b.name.as_str()))
+        .collect();
+    assert_eq!(names, [("Pod", "frozen"), ("Secret", "used")]);
+    assert_eq!(blockers[1].rules, ["legacy-token-in-use"]);
+    assert_eq!(blockers[1].details, ["last used 2026-12-01, by no pod"]);
+}
+
+/// kubernetes#106049: a pod older than its ServiceAccount started under an
+/// earlier account of that name. Projected tokens heal at the kubelet's
+/// next refresh; copies never do; healed pods are not listed.
+#[test]
+fn pods_older_than_their_service_account_are_reported_with_when_they_heal() {
+    let mut projected = pod("projected", "2026-12-01T09:00:00Z", &[3607], &[]);
+    projected.facts.account = "app".into();
+    let mut copied = pod(
+        "copied",
+        "2026-12-01T09:00:00Z",
+        &[3607],
+        &[(RuleId::TokenSubpath, "token")],
+    );
+    copied.facts.account = "app".into();
+    let mut younger = pod("younger", "2026-12-01T12:30:00Z", &[3607], &[]);
+    younger.facts.account = "app".into();
+    let mut orphan = pod("orphan", "2026-12-01T09:00:00Z", &[3607], &[]);
+    orphan.facts.account = "gone".into();
+    let accounts: Accounts = [(("ns".into(), "app".into()), t("2026-12-01T12:00:00Z"))]
+        .into_iter()
+        .collect();
+    let pods = [projected, copied, younger, orphan];
+    let evidence = |now| {
+        Evidence {
+            found: &found(),
+            pods: &pods,
+            deployments: &HashMap::new(),
+            accounts: &accounts,
+            legacy: &BTreeMap::new(),
+            now,
+        }
+        .assess()
+    };
+    let a = evidence(t("2026-12-01T12:10:00Z"));
+    type Row<'a> = (
+        &'a str,
+        Option<Timestamp>,
+        Vec<(&'a str, Option<Timestamp>, bool)>,
+    );
+    let report: Vec<Row<'_>> = a
+        .accounts
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.recreated,
+                r.pods
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.heals, p.broken_until_recreated))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        report,
+        [
+            (
+                "app",
+                Some(t("2026-12-01T12:00:00Z")),
+                vec![
+                    ("projected", Some(t("2026-12-01T12:53:05Z")), false),
+                    ("copied", None, true)
+                ]
+            ),
+            ("gone", None, vec![("orphan", None, false)]),
+        ]
+    );
+    let later = evidence(t("2026-12-01T13:00:00Z"));
+    assert_eq!(later.accounts[0].pods.len(), 1, "the projected pod healed");
 }

@@ -1,22 +1,27 @@
 //! The verdict for each retiring issuer and key: safe to retire now, safe
 //! after a time, or blocked by these owners and pods. Pure: the timeline,
-//! the judged pods and the API server's clock come in.
+//! the judged pods and the API server's clock come in ([`Evidence`]).
 //!
 //! A pod whose tokens all refresh (projected, no frozen copy) is safe once
 //! the kubelet has refreshed them after the switch away *completed*: at
 //! once if it was created after the completion, otherwise at completion +
 //! min(0.8 × TTL, 24 h) + [`MARGIN`]. A pod with a frozen token (a legacy
-//! Secret's, an environment variable, a `subPath` copy), an audience of the
-//! retiring issuer or a federated audience that does not trust the new one
-//! blocks until it is recreated (or its Secret regenerated).
+//! Secret's, an environment variable), an audience of the retiring issuer
+//! or a federated audience that does not trust the new one blocks until it
+//! is recreated (or its Secret regenerated). A `subPath` copy is the token
+//! of its container's start: it blocks unless every container started
+//! after the pod's projected tokens were new. Legacy tokens are checked by
+//! key only (their `iss` is never compared), and a legacy token Secret that
+//! no pod mounts blocks a key while something still uses it (the API
+//! server's `kubernetes.io/legacy-token-last-used` label).
 
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::pods::PodFacts;
-use crate::{rules::RuleId, state::Discovered};
+use super::{Evidence, pods::PodFacts};
+use crate::rules::RuleId;
 
 /// Added to the kubelet's refresh: the kubelet checks projected tokens
 /// about once a minute, and a node's clock may be a little off the API
@@ -25,16 +30,6 @@ pub(crate) const MARGIN: SignedDuration = SignedDuration::from_secs(300);
 /// The kubelet refreshes a projected token at 80 % of its life, or after
 /// 24 hours, whichever comes first.
 const REFRESH_CAP: SignedDuration = SignedDuration::from_secs(24 * 3600);
-
-/// A pod, its facts and the findings the admission rules give it now.
-#[derive(Debug, Clone)]
-pub(crate) struct JudgedPod {
-    pub facts: PodFacts,
-    /// The owner a person acts on: a Deployment rather than its ReplicaSet.
-    pub owner: Option<Owner>,
-    /// (rule, what it names) for each finding.
-    pub findings: Vec<(RuleId, String)>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct Owner {
@@ -93,10 +88,13 @@ pub(crate) struct RetirementVerdict {
     pub verdict: Verdict,
 }
 
-/// The rules whose findings block the retirement of `kind`.
+/// The rules whose findings block the retirement of `kind`, before the
+/// evidence of when a copy was taken is weighed.
 fn blocks(kind: Retiring, rule: RuleId) -> bool {
     match rule {
-        RuleId::LegacyTokenEnv | RuleId::LegacyTokenVolume | RuleId::TokenSubpath => true,
+        // The legacy authenticator compares no issuer.
+        RuleId::LegacyTokenEnv | RuleId::LegacyTokenVolume => kind == Retiring::Key,
+        RuleId::TokenSubpath => true,
         RuleId::AudienceRetiringIssuer | RuleId::FederatedAudienceUntrusted => {
             kind == Retiring::Issuer
         }
@@ -107,11 +105,8 @@ fn blocks(kind: Retiring, rule: RuleId) -> bool {
 
 /// The verdicts for every issuer and key that retires or retired in
 /// `found`, judged at `now`.
-pub(crate) fn decide(
-    found: &Discovered,
-    pods: &[JudgedPod],
-    now: Timestamp,
-) -> Vec<RetirementVerdict> {
+pub(crate) fn decide(evidence: &Evidence<'_>) -> Vec<RetirementVerdict> {
+    let found = evidence.found;
     let mut items: Vec<(Retiring, String)> = Vec::new();
     for issuer in found.retiring_issuers.iter().chain(&found.retired_issuers) {
         items.push((Retiring::Issuer, issuer.clone()));
@@ -136,7 +131,7 @@ pub(crate) fn decide(
                 .and_then(|r| Timestamp::from_second(r.at).ok().map(|at| (at, r.source)));
             let verdict = match completed {
                 None => Verdict::StillSigning,
-                Some(c) => judge(kind, pods, c, now),
+                Some(c) => judge(kind, evidence, c),
             };
             RetirementVerdict {
                 kind,
@@ -158,7 +153,11 @@ fn kind_str(kind: Retiring) -> &'static str {
 
 /// When the switch away from `name` completed: the completion of the
 /// first generation after the last one that signed with it.
-fn completion_away(found: &Discovered, kind: Retiring, name: &str) -> Option<Timestamp> {
+fn completion_away(
+    found: &crate::state::Discovered,
+    kind: Retiring,
+    name: &str,
+) -> Option<Timestamp> {
     let last = found
         .switches
         .iter()
@@ -177,31 +176,29 @@ fn completion_away(found: &Discovered, kind: Retiring, name: &str) -> Option<Tim
         .and_then(|c| Timestamp::from_second(c).ok())
 }
 
-fn judge(kind: Retiring, pods: &[JudgedPod], completed: Timestamp, now: Timestamp) -> Verdict {
+fn judge(kind: Retiring, evidence: &Evidence<'_>, completed: Timestamp) -> Verdict {
     let mut blockers: BTreeMap<(String, String, String), Blocker> = BTreeMap::new();
     let mut safe_at = None::<Timestamp>;
-    for pod in pods.iter().filter(|p| p.facts.has_token) {
+    for pod in evidence.pods.iter().filter(|p| p.facts.has_token) {
         let blocking: Vec<&(RuleId, String)> = pod
             .findings
             .iter()
             .filter(|(r, _)| blocks(kind, *r))
+            .filter(|(r, _)| *r != RuleId::TokenSubpath || !copied_after(&pod.facts, completed))
             .collect();
         if !blocking.is_empty() {
-            let (k, ns, name) = match &pod.owner {
-                Some(o) => (o.kind.clone(), o.namespace.clone(), o.name.clone()),
-                None => (
-                    "Pod".to_owned(),
-                    pod.facts.namespace.clone(),
-                    pod.facts.name.clone(),
-                ),
-            };
+            let owner = evidence.owner_of(pod);
             let entry = blockers
-                .entry((ns.clone(), k.clone(), name.clone()))
+                .entry((
+                    owner.namespace.clone(),
+                    owner.kind.clone(),
+                    owner.name.clone(),
+                ))
                 .or_insert_with(|| Blocker {
-                    remedy: remedy(&k, &ns, &name, &blocking),
-                    kind: k,
-                    namespace: ns,
-                    name,
+                    remedy: remedy(&owner.kind, &owner.namespace, &owner.name, &blocking),
+                    kind: owner.kind,
+                    namespace: owner.namespace,
+                    name: owner.name,
                     pods: Vec::new(),
                     rules: Vec::new(),
                     details: Vec::new(),
@@ -221,14 +218,41 @@ fn judge(kind: Retiring, pods: &[JudgedPod], completed: Timestamp, now: Timestam
             safe_at = Some(safe_at.map_or(at, |s| s.max(at)));
         }
     }
+    if kind == Retiring::Key {
+        for token in evidence.legacy.values() {
+            if token.last_used.is_some() && !token.mounted_by(evidence.pods) {
+                let blocker = token.blocker();
+                blockers.insert(
+                    (
+                        blocker.namespace.clone(),
+                        blocker.kind.clone(),
+                        blocker.name.clone(),
+                    ),
+                    blocker,
+                );
+            }
+        }
+    }
     if !blockers.is_empty() {
         return Verdict::BlockedBy {
             blockers: blockers.into_values().collect(),
         };
     }
     match safe_at {
-        Some(at) if at > now => Verdict::SafeAfter { at },
+        Some(at) if at > evidence.now => Verdict::SafeAfter { at },
         _ => Verdict::SafeNow,
+    }
+}
+
+/// Whether a `subPath` copy of the pod's projected token, taken when its
+/// containers started, holds a token minted after `completed`: always for
+/// a pod created after it (whenever it starts, its volume is new), and for
+/// an older one when every container started after the volume was
+/// refreshed (a later second only, as for creation).
+fn copied_after(facts: &PodFacts, completed: Timestamp) -> bool {
+    match refreshed_at(facts, completed) {
+        None => true,
+        Some(fresh_from) => facts.started.is_some_and(|s| s > fresh_from),
     }
 }
 
@@ -241,12 +265,17 @@ pub(crate) fn refreshed_at(facts: &PodFacts, completed: Timestamp) -> Option<Tim
     if facts.created.is_some_and(|c| c > completed) {
         return None;
     }
-    let ttl = facts.ttls.iter().copied().max().unwrap_or(3600);
-    let refresh = SignedDuration::from_secs(ttl * 8 / 10).min(REFRESH_CAP);
     completed
-        .checked_add(refresh)
+        .checked_add(refresh_of(facts))
         .and_then(|t| t.checked_add(MARGIN))
         .ok()
+}
+
+/// How long after a moment every projected token of the pod has been
+/// refreshed: min(0.8 × its longest TTL, 24 h).
+pub(crate) fn refresh_of(facts: &PodFacts) -> SignedDuration {
+    let ttl = facts.ttls.iter().copied().max().unwrap_or(3600);
+    SignedDuration::from_secs(ttl * 8 / 10).min(REFRESH_CAP)
 }
 
 /// The command that fixes a blocker, until `issuer-guard` can do it itself.
