@@ -7,7 +7,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 
-use crate::{check, cluster, discovery, logging, server, status};
+use crate::{check, cluster, discovery, inventory, logging, server, status};
 
 /// 2 × 3 MiB (object and oldObject at the API server's default request
 /// limit) + 1 MiB for the review's envelope.
@@ -40,6 +40,55 @@ pub enum Command {
     /// your own credentials. Exits 0 when safe now (or nothing retires), 1
     /// when not yet, 2 when it cannot decide.
     Status(StatusArgs),
+    /// Keep the pods' inventory in the cluster and export the `status`
+    /// verdict as metrics (the chart's `<release>-inventory` Deployment).
+    /// Counts only: which pods block is for `status` to say.
+    Inventory(InventoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Kubeconfig files; else $KUBECONFIG, ~/.kube/config or the in-cluster
+    /// account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<OsString>,
+    /// The generation ledger, as NAMESPACE/NAME (the chart's is
+    /// <namespace>/<release>-ledger).
+    #[arg(
+        long,
+        env = "ISSUER_GUARD_INVENTORY_LEDGER",
+        default_value = "issuer-guard/issuer-guard-ledger"
+    )]
+    pub ledger: String,
+    /// The configuration the webhook runs with; the embedded default when
+    /// omitted. Read once at start.
+    #[arg(long, env = "ISSUER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Discovery's window, as the cluster's webhook runs with.
+    #[arg(long, env = "ISSUER_GUARD_DISCOVERY_WINDOW", default_value = "5m", value_parser = parse_interval)]
+    pub discovery_window: Duration,
+    /// Plain-HTTP address of /healthz, /readyz and /metrics [default:
+    /// 127.0.0.1:8080, 0.0.0.0:8080 in a cluster]
+    #[arg(long, env = "ISSUER_GUARD_INVENTORY_LISTEN", default_value_t = in_cluster_or_local(8080), hide_default_value = true)]
+    pub listen: SocketAddr,
+    /// How often the verdict is made again from what the watches keep.
+    #[arg(long, env = "ISSUER_GUARD_INVENTORY_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    pub interval: Duration,
+    #[arg(long, env = "ISSUER_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl InventoryArgs {
+    pub fn options(self) -> inventory::Options {
+        inventory::Options {
+            kubeconfig: self.kubeconfig,
+            ledger: self.ledger,
+            config: self.config,
+            window: self.discovery_window,
+            listen: self.listen,
+            interval: self.interval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

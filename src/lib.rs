@@ -20,7 +20,8 @@
 //!   against.
 //! - [`object`]: the borrowed reader of a Kubernetes object.
 //! - [`check`]: the offline `check` command; [`status`]: the cluster's
-//!   verdict on retiring an issuer or key.
+//!   verdict on retiring an issuer or key; [`inventory`]: the same verdict
+//!   kept by watches in the cluster and exported as metrics.
 //! - [`cli`], [`logging`] and [`server`]: the command line, the log set-up
 //!   and the `serve` runtime (`server::run_with_routes` lets the benchmark's
 //!   null webhook swap the review handlers).
@@ -36,6 +37,7 @@ pub mod admission;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod inventory;
 pub mod judge;
 pub mod logging;
 pub mod object;

@@ -1,5 +1,5 @@
 //! The `issuer-guard` binary: parses the command line and hands over to
-//! `serve`, `check` or `status`. Nothing else lives here.
+//! `serve`, `check`, `status` or `inventory`. Nothing else lives here.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Parser;
 use issuer_guard::{
     check,
     cli::{Cli, Command},
-    logging, server, status,
+    inventory, logging, server, status,
 };
 
 fn main() -> ExitCode {
@@ -20,6 +20,10 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => run_check(&args.options()),
         Command::Status(args) => run_status(&args.options()),
+        Command::Inventory(args) => {
+            logging::init(args.log_format.into());
+            on_runtime(inventory::run(args.options()))
+        }
     }
 }
 

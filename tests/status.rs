@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use support::{
     ControlPlane, IssuerGuard, NS, SaKey, ServiceAccountFlags, api, eventually,
     objects::{audience_pod, env_reader_pod},
+    process::Proc,
     webhook::Launch,
 };
 
@@ -99,6 +100,156 @@ fn status(cp: &ControlPlane) -> (i32, Value, String) {
     status_of(cp, "issuer-guard-ledger")
 }
 
+/// Runs `issuer-guard status -A -o json`: the inventory is cluster-wide.
+fn status_everywhere(cp: &ControlPlane) -> Value {
+    let out = Command::new(support::issuer_guard_bin())
+        .args(["status", "-A", "-o", "json"])
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .arg(format!("--ledger={NS}/issuer-guard-ledger"))
+        .output()
+        .expect("run issuer-guard status");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// `issuer-guard inventory` as the chart runs it, here as the admin and on
+/// loopback, assessing every 300 ms; its health address.
+async fn inventory(cp: &ControlPlane) -> (Proc, String) {
+    let health = format!("127.0.0.1:{}", support::process::free_port());
+    let mut proc = Proc::spawn(
+        "inventory",
+        &support::issuer_guard_bin(),
+        &[
+            "inventory".into(),
+            format!("--kubeconfig={}", cp.kubeconfig.display()),
+            format!("--ledger={NS}/issuer-guard-ledger"),
+            format!("--listen={health}"),
+            "--interval=300ms".into(),
+        ],
+        cp.dir().join("inventory.log"),
+    );
+    proc.wait_ready(&health).await;
+    (proc, health)
+}
+
+/// The value of the series `name` whose labels include every one of
+/// `labels`, from the inventory's /metrics.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(key, _)| {
+            let (n, rest) = key.split_once('{').unwrap_or((key, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Where the inventory's metrics and `status`' report differ, if anywhere:
+/// pods per generation, and for every verdict its kind, its blocking pods
+/// and owners and its safe-after time.
+fn disagreement(report: &Value, metrics: &str) -> Option<String> {
+    let per_generation = report["pods"]["perGeneration"].as_object()?;
+    for (generation, n) in per_generation {
+        let got = series(
+            metrics,
+            "issuer_guard_inventory_pods",
+            &[("generation", generation)],
+        );
+        if got != n.as_f64() {
+            return Some(format!(
+                "pods of generation {generation}: status {n}, inventory {got:?}"
+            ));
+        }
+    }
+    for v in report["verdicts"].as_array()? {
+        let (kind, name) = (v["kind"].as_str()?, v["name"].as_str()?);
+        let item = [("kind", kind), ("name", name)];
+        let verdict = match v["verdict"].as_str()? {
+            "safeNow" => "safe_now",
+            "safeAfter" => "safe_after",
+            "blockedBy" => "blocked",
+            _ => "still_signing",
+        };
+        let one_hot = series(
+            metrics,
+            "issuer_guard_inventory_verdict",
+            &[("kind", kind), ("name", name), ("verdict", verdict)],
+        );
+        if one_hot != Some(1.0) {
+            return Some(format!(
+                "{kind} {name}: status says {verdict}, inventory {one_hot:?}"
+            ));
+        }
+        let blockers = v["blockers"].as_array().cloned().unwrap_or_default();
+        let pods: usize = blockers
+            .iter()
+            .map(|b| b["pods"].as_array().map_or(0, Vec::len))
+            .sum();
+        let got = series(metrics, "issuer_guard_inventory_blocking_pods", &item);
+        if got != Some(pods as f64) {
+            return Some(format!(
+                "{kind} {name}: {pods} blocking pods, inventory {got:?}"
+            ));
+        }
+        let got = series(metrics, "issuer_guard_inventory_blocking_owners", &item);
+        if got != Some(blockers.len() as f64) {
+            return Some(format!(
+                "{kind} {name}: {} blockers, inventory {got:?}",
+                blockers.len()
+            ));
+        }
+        if let Some(at) = v["at"].as_str() {
+            let at: jiff::Timestamp = at.parse().ok()?;
+            let got = series(
+                metrics,
+                "issuer_guard_inventory_safe_after_timestamp_seconds",
+                &item,
+            );
+            if got != Some(at.as_second() as f64) {
+                return Some(format!("{kind} {name}: safe after {at}, inventory {got:?}"));
+            }
+        }
+    }
+    None
+}
+
+/// Waits until the inventory at `health` says what `status -A` says.
+async fn inventory_agrees(cp: &ControlPlane, health: &str) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    let mut last = String::new();
+    let agreed = tokio::time::timeout(WAIT, async {
+        loop {
+            let report = status_everywhere(cp);
+            let metrics = http
+                .get(format!("http://{health}/metrics"))
+                .send()
+                .await
+                .expect("the inventory's /metrics")
+                .text()
+                .await
+                .expect("its text");
+            match disagreement(&report, &metrics) {
+                None if report["verdicts"].is_array() => return,
+                Some(why) => last = why,
+                None => last = format!("no report: {report}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        agreed.is_ok(),
+        "the inventory never agreed with status: {last}"
+    );
+}
+
 fn verdict<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
     report["verdicts"]
         .as_array()
@@ -131,6 +282,10 @@ async fn the_verdict_follows_the_key_rotation() {
     assert_eq!(code, 0, "{report:#}\n{err}");
     assert_eq!(report["verdicts"], json!([]), "{report:#}");
     assert_eq!(report["apiVersion"], "issuer-guard.io/v1");
+    // The in-cluster inventory, at every step below: its metrics say what
+    // the CLI says.
+    let (_inventory, health) = inventory(&cp).await;
+    inventory_agrees(&cp, &health).await;
 
     // Switch to B: A retires.
     cp.restart_apiserver(ServiceAccountFlags {
@@ -157,6 +312,7 @@ async fn the_verdict_follows_the_key_rotation() {
             .contains("kubectl replace --force"),
         "{report:#}"
     );
+    inventory_agrees(&cp, &health).await;
 
     // The frozen pod recreated elsewhere (here: gone): what is left are the
     // projected tokens minted before the switch completed.
@@ -177,6 +333,7 @@ async fn the_verdict_follows_the_key_rotation() {
         2885 + 300,
         "{report:#}"
     );
+    inventory_agrees(&cp, &health).await;
 
     // Only pods made after the switch completed: safe now, exit 0.
     delete_pod(&cp, "before").await;
@@ -186,6 +343,7 @@ async fn the_verdict_follows_the_key_rotation() {
     let (code, report, err) = status(&cp);
     assert_eq!(code, 0, "{report:#}\n{err}");
     assert_eq!(verdict(&report, "key", &kid_a)["verdict"], "safeNow");
+    inventory_agrees(&cp, &health).await;
 
     // The table says the same; a ledger that does not exist is exit 2.
     let out = Command::new(support::issuer_guard_bin())
@@ -223,6 +381,10 @@ async fn the_verdict_follows_the_kops_steps() {
     projected_pod(&cp, "before", 3607).await;
     let created = api::create::<Pod>(&cp.client, &audience_pod("aud-old", OLD), false).await;
     created.object();
+    // The inventory judges the audience pod again when the ledger moves the
+    // old issuer to retiring: its metrics follow every step.
+    let (_inventory, health) = inventory(&cp).await;
+    inventory_agrees(&cp, &health).await;
     cp.restart_apiserver(ServiceAccountFlags::issuers(&[OLD, NEW]))
         .await;
     let (code, report, _) = status(&cp);
@@ -242,6 +404,7 @@ async fn the_verdict_follows_the_kops_steps() {
         old["blockers"][0]["rules"],
         json!(["audience-retiring-issuer"])
     );
+    inventory_agrees(&cp, &health).await;
 
     delete_pod(&cp, "aud-old").await;
     let (code, report, _) = status(&cp);
@@ -265,6 +428,7 @@ async fn the_verdict_follows_the_kops_steps() {
         "safeAfter",
         "{report:#}"
     );
+    inventory_agrees(&cp, &health).await;
 }
 
 /// A pod running as ServiceAccount `account` whose container `app` mounts

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 pub(crate) use accounts::{AccountReport, Accounts};
 pub(crate) use legacy::LegacyToken;
 pub(crate) use pods::{JudgedPod, judge_pod};
-pub(crate) use verdict::{Owner, RetirementVerdict, Verdict};
+pub(crate) use verdict::{Owner, RetirementVerdict, Retiring, Verdict};
 
 use crate::state::Discovered;
 

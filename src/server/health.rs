@@ -24,7 +24,7 @@ pub(super) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` for the life of the process.
-pub(super) async fn serve(listener: TcpListener, app: Router) {
+pub(crate) async fn serve(listener: TcpListener, app: Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = http1::Builder::new();
     builder

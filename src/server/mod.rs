@@ -13,7 +13,7 @@ mod client_auth;
 mod devcert;
 #[cfg(feature = "test-support")]
 pub mod devcert;
-mod health;
+pub(crate) mod health;
 mod issue;
 mod readiness;
 mod routes;
