@@ -15,8 +15,8 @@ use jiff::Timestamp;
 
 pub(crate) use accounts::{AccountReport, Accounts};
 pub(crate) use legacy::LegacyToken;
-pub(crate) use pods::{JudgedPod, judge_pod};
-pub(crate) use verdict::{Owner, RetirementVerdict, Retiring, Verdict};
+pub(crate) use pods::{JudgedPod, Owner, judge_pod};
+pub(crate) use verdict::{RetirementVerdict, Retiring, Verdict};
 
 use crate::state::Discovered;
 

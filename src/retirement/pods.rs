@@ -5,9 +5,9 @@
 //! the webhook and `check` make too).
 
 use jiff::Timestamp;
+use serde::Serialize;
 use serde_json::Value;
 
-use super::verdict::Owner;
 use crate::{
     config::Config,
     judge::{self, Known},
@@ -98,6 +98,14 @@ impl PodFacts {
             ttls,
         }
     }
+}
+
+/// Who a person acts on to recreate a pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct Owner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 /// A pod, its facts and the findings the admission rules give it now.

@@ -31,13 +31,6 @@ pub(crate) const MARGIN: SignedDuration = SignedDuration::from_secs(300);
 /// 24 hours, whichever comes first.
 const REFRESH_CAP: SignedDuration = SignedDuration::from_secs(24 * 3600);
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub(crate) struct Owner {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-}
-
 /// What retires: an issuer or a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 use crate::{
-    retirement::{Accounts, JudgedPod, LegacyToken, SecretKey},
+    retirement::{Accounts, JudgedPod, LegacyToken, Owner, SecretKey},
     state::{Discovered, Generation, KeyState, Retired, SwitchTimes},
 };
 
