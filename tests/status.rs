@@ -282,6 +282,13 @@ async fn the_verdict_follows_the_key_rotation() {
     assert_eq!(code, 0, "{report:#}\n{err}");
     assert_eq!(report["verdicts"], json!([]), "{report:#}");
     assert_eq!(report["apiVersion"], "issuer-guard.io/v1");
+    // The admin may read the API server's /metrics: its stale-token counter
+    // is reported (no token here is older than its warnafter).
+    assert_eq!(
+        report["apiServerSignals"]["staleTokensTotal"],
+        json!(0.0),
+        "{report:#}"
+    );
     // The in-cluster inventory, at every step below: its metrics say what
     // the CLI says.
     let (_inventory, health) = inventory(&cp).await;

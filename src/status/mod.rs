@@ -4,6 +4,7 @@
 //! same rules admission uses (`judge::value`).
 
 mod output;
+mod signals;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -123,6 +124,7 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         what: "pods",
         source,
     })?;
+    let signals = api_server_signals(&client).await;
     let assessment = Evidence {
         found: &found,
         pods: &judged,
@@ -137,6 +139,7 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         ledger: &options.ledger,
         found: &found,
         assessment: &assessment,
+        signals: &signals,
         listed,
     };
     let mut out = std::io::stdout().lock();
@@ -149,6 +152,21 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         .iter()
         .all(|v| matches!(v.verdict, Verdict::SafeNow));
     Ok(if all_safe { EXIT_SAFE } else { EXIT_NOT_YET })
+}
+
+/// The API server's own token counters, when the caller may read them
+/// (`get` on the non-resource URL `/metrics`).
+async fn api_server_signals(client: &kube::Client) -> signals::Signals {
+    let request = match http::Request::get("/metrics").body(Vec::new()) {
+        Ok(r) => r,
+        Err(e) => return signals::Signals::unreadable(e.to_string()),
+    };
+    match client.request_text(request).await {
+        Ok(text) => signals::Signals::parse(&text),
+        Err(e) => signals::Signals::unreadable(format!(
+            "{e} (reading them needs get on the non-resource URL /metrics)"
+        )),
+    }
 }
 
 /// What the ledger says now: the generation, the timeline and the rotation.

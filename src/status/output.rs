@@ -23,6 +23,7 @@ pub(super) struct Report<'a> {
     pub ledger: &'a str,
     pub found: &'a Discovered,
     pub assessment: &'a Assessment,
+    pub signals: &'a super::signals::Signals,
     pub listed: usize,
 }
 
@@ -62,6 +63,7 @@ impl Report<'_> {
             "atRisk": at_risk,
             "verdicts": a.verdicts,
             "serviceAccounts": a.accounts,
+            "apiServerSignals": self.signals,
             "legacyTokens": a.legacy.iter().map(|(t, pods)| {
                 let mut v = json!(t);
                 v["mountedBy"] = json!(pods);
@@ -126,6 +128,7 @@ impl Report<'_> {
             }
         }
         self.accounts_table(out)?;
+        self.signals_table(out)?;
         self.legacy_table(out)?;
         self.verdicts_table(out)
     }
@@ -153,6 +156,25 @@ impl Report<'_> {
             }
         }
         Ok(())
+    }
+
+    fn signals_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let s = self.signals;
+        match (&s.unreadable, s.stale_tokens_total) {
+            (Some(why), _) => writeln!(
+                out,
+                "\nThe API server's token counters: not readable: {why}"
+            ),
+            (None, Some(n)) if n > 0.0 => writeln!(
+                out,
+                "\nThe API server accepted {n} stale injected tokens since it started: some application read its token once and keeps it (it breaks at the retirement); the audit log's authentication.k8s.io/stale-token annotation names it"
+            ),
+            (None, Some(_)) => writeln!(
+                out,
+                "\nThe API server accepted no stale injected token since it started"
+            ),
+            (None, None) => Ok(()),
+        }
     }
 
     fn legacy_table(&self, out: &mut impl Write) -> std::io::Result<()> {
