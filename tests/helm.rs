@@ -52,6 +52,9 @@ const CANARY_SECRET: &str = "issuer-guard-ledger-canary";
 const CANARY_AUDIENCE: &str = "issuer-guard.io/canary";
 /// The namespace the READMEs install into.
 const RELEASE_NS: &str = "issuer-guard";
+/// The inventory's Deployment, Service, ServiceAccount and RBAC in the
+/// release [`RELEASE`].
+const INVENTORY: &str = "issuer-guard-inventory";
 const ISSUER: &str = "https://helm.e2e.example";
 const IMAGE: &str = "registry.e2e.example/app:1";
 
@@ -137,8 +140,11 @@ fn every_ci_values_file_lints_and_renders() {
             &format!("helm lint {f}"),
         );
         let objects = render(home.path(), &["-f", f]);
-        let deployment = one(&objects, "Deployment");
+        let deployment = named(&objects, "Deployment", RELEASE);
         assert_restricted(&deployment["spec"]["template"]["spec"]);
+        // Discovery is on in every file, so the inventory is there too, as
+        // restricted as the webhook.
+        assert_restricted(&named(&objects, "Deployment", INVENTORY)["spec"]["template"]["spec"]);
         let validating = one(&objects, "ValidatingWebhookConfiguration");
         let mutating = one(&objects, "MutatingWebhookConfiguration");
         // Only the file that declares a rotation makes the validating
@@ -303,14 +309,42 @@ fn every_ci_values_file_lints_and_renders() {
                     home.path(),
                     &["-f", f, "--set", "discovery.enabled=false"],
                 ));
+                // Nor the inventory's, which needs discovery's ledger.
                 assert!(
                     !without
                         .iter()
                         .any(|(a, _)| a.starts_with("IssuerGuardDiscovery")
                             || a == "IssuerGuardRotationComing"
-                            || a == "IssuerGuardLedgerRefused")
+                            || a == "IssuerGuardLedgerRefused"
+                            || a == "IssuerGuardRetiredWhileBlocked"
+                            || a == "IssuerGuardRotationBlocked")
                 );
-                assert_eq!(without.len() + 3, with.len());
+                assert_eq!(without.len() + 5, with.len());
+            }
+            "inventory-values.yaml" => {
+                // Its own ledger name reaches the inventory's flag and Role,
+                // and the threshold in days the alert.
+                let inventory = named(&objects, "Deployment", INVENTORY);
+                let args = inventory["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+                for arg in ["--ledger=issuer-guard/generations", "--interval=30s"] {
+                    assert!(
+                        args.as_array().unwrap().contains(&json!(arg)),
+                        "{name}: no {arg} in {args}"
+                    );
+                }
+                assert_eq!(
+                    named(&objects, "Role", INVENTORY)["rules"][0]["resourceNames"],
+                    json!(["generations"])
+                );
+                assert!(
+                    alert_exprs(&objects)["IssuerGuardRotationBlocked"].ends_with(") > 604800"),
+                    "{name}"
+                );
+                named(&objects, "ServiceMonitor", INVENTORY);
+                assert_eq!(
+                    inventory["spec"]["template"]["spec"]["tolerations"][0]["key"],
+                    "dedicated"
+                );
             }
             _ => {}
         }
@@ -318,7 +352,10 @@ fn every_ci_values_file_lints_and_renders() {
     // The default: three replicas, a Secret made by the chart, no monitoring
     // objects without their API.
     let objects = render(home.path(), &[]);
-    assert_eq!(one(&objects, "Deployment")["spec"]["replicas"], 3);
+    assert_eq!(
+        named(&objects, "Deployment", RELEASE)["spec"]["replicas"],
+        3
+    );
     let secret = one(&objects, "Secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert!(find(&objects, "ServiceMonitor").is_empty());
@@ -814,10 +851,12 @@ fn the_canary_account_is_made_for_discovery_and_bound_to_nothing() {
         ]
     );
     // Its namespace and name are what discovery is given.
-    assert!(container_env(one(&objects, "Deployment")).contains(&(
-        "ISSUER_GUARD_SERVICE_ACCOUNT".to_owned(),
-        format!("{RELEASE_NS}/{canary}")
-    )));
+    assert!(
+        container_env(named(&objects, "Deployment", RELEASE)).contains(&(
+            "ISSUER_GUARD_SERVICE_ACCOUNT".to_owned(),
+            format!("{RELEASE_NS}/{canary}")
+        ))
+    );
     assert!(
         !objects
             .iter()
@@ -1341,6 +1380,146 @@ async fn account_client(
         .token
         .expect("a token");
     cp.token_client(&token, kubeconfig).await
+}
+
+/// Whether the API server lets `client` do `verb` on `resource` of API
+/// group `group` (`namespace` and `name` empty: any), by a
+/// SelfSubjectAccessReview: the authorizer's answer, for the verbs a test
+/// cannot simply try (a watch) or must not (a delete).
+async fn may(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+            "namespace": namespace, "name": name}}}))
+    .unwrap();
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a SelfSubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// The chart's inventory RBAC as the API server enforces it, for a client
+/// holding a token of its ServiceAccount in the release `issuer-guard`:
+/// list and watch of pods, ReplicaSets, ServiceAccounts and (metadata of)
+/// legacy token Secrets in every namespace, the ledger read by name,
+/// `GET /version`, and no write anywhere.
+async fn assert_inventory_rbac(inventory: &Client) {
+    // The lists the binary sends, in every namespace.
+    let lp = ListParams::default().limit(1);
+    Api::<Pod>::all(inventory.clone())
+        .list_metadata(&lp)
+        .await
+        .expect("the inventory lists pods");
+    Api::<k8s_openapi::api::apps::v1::ReplicaSet>::all(inventory.clone())
+        .list_metadata(&lp)
+        .await
+        .expect("the inventory lists ReplicaSets");
+    Api::<ServiceAccount>::all(inventory.clone())
+        .list_metadata(&lp)
+        .await
+        .expect("the inventory lists ServiceAccounts");
+    Api::<Secret>::all(inventory.clone())
+        .list_metadata(
+            &ListParams::default()
+                .fields("type=kubernetes.io/service-account-token")
+                .limit(1),
+        )
+        .await
+        .expect("the inventory lists legacy token Secrets' metadata");
+    // Their watches; no get and no write of any of them.
+    for (group, resource) in [
+        ("", "pods"),
+        ("apps", "replicasets"),
+        ("", "serviceaccounts"),
+        ("", "secrets"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                may(inventory, verb, group, resource, "", "").await,
+                "the inventory may not {verb} {resource}"
+            );
+        }
+        for verb in [
+            "get",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ] {
+            assert!(
+                !may(inventory, verb, group, resource, NS, "").await,
+                "the inventory may {verb} {resource}"
+            );
+        }
+    }
+    let tls = format!("{RELEASE}-tls");
+    assert_forbidden(
+        "the inventory reading a Secret",
+        Api::<Secret>::namespaced(inventory.clone(), RELEASE_NS)
+            .get(&tls)
+            .await,
+    );
+    // The ledger, by name, read only; no other ConfigMap.
+    let ledger = format!("{RELEASE}-ledger");
+    let maps: Api<ConfigMap> = Api::namespaced(inventory.clone(), RELEASE_NS);
+    maps.get_opt(&ledger)
+        .await
+        .expect("the inventory reads the ledger");
+    maps.list(&ListParams::default().fields(&format!("metadata.name={ledger}")))
+        .await
+        .expect("the inventory lists the ledger by name");
+    assert!(may(inventory, "watch", "", "configmaps", RELEASE_NS, &ledger).await);
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !may(inventory, verb, "", "configmaps", RELEASE_NS, &ledger).await,
+            "the inventory may {verb} the ledger"
+        );
+    }
+    assert_forbidden(
+        "the inventory listing every ConfigMap",
+        maps.list(&ListParams::default()).await,
+    );
+    assert_forbidden(
+        "the inventory reading the chart's config ConfigMap",
+        maps.get("issuer-guard-config").await,
+    );
+    // None of discovery's grants.
+    let req = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+        .unwrap();
+    assert_forbidden(
+        "the inventory minting a canary token",
+        Api::<ServiceAccount>::namespaced(inventory.clone(), RELEASE_NS)
+            .create_token_request(CANARY, &PostParams::default(), &req)
+            .await,
+    );
+    assert!(
+        !may(
+            inventory,
+            "create",
+            "authentication.k8s.io",
+            "tokenreviews",
+            "",
+            ""
+        )
+        .await
+    );
+    // The API server's clock: `GET /version`, which every client may.
+    let request = http::Request::get("/version").body(Vec::new()).unwrap();
+    let version = inventory
+        .request_text(request)
+        .await
+        .expect("the inventory's GET /version");
+    assert!(version.contains("gitVersion"), "{version}");
 }
 
 /// The canary, as a token minted for it with no audience authenticates:
@@ -2030,20 +2209,24 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     assert!(!stderr.contains("violate PodSecurity"), "{stderr}");
 
     // The ReplicaSet controller creates the chart's pods, and Pod Security
-    // admission enforces `restricted` on each: three pods mean it passed.
+    // admission enforces `restricted` on each: three webhook pods and the
+    // inventory's one mean it passed.
     let pods: Api<Pod> = Api::namespaced(cp.client.clone(), RELEASE_NS);
-    eventually(
-        "the chart's 3 pods admitted under restricted",
-        Duration::from_secs(60),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/instance=issuer-guard"))
-                .await
-                .ok()?;
-            (list.items.len() == 3).then_some(())
-        },
-    )
-    .await;
+    for (name, want) in [("issuer-guard", 3), (INVENTORY, 1)] {
+        let labels = format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name={name}");
+        eventually(
+            &format!("{want} {name} pods admitted under restricted"),
+            Duration::from_secs(60),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&labels))
+                    .await
+                    .ok()?;
+                (list.items.len() == want).then_some(())
+            },
+        )
+        .await;
+    }
 
     // The chart's ServiceAccount, through a TokenRequest: its RBAC is all
     // the host process gets.
@@ -2075,6 +2258,25 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     )
     .await;
     assert_canary_may_do_nothing(&canary).await;
+    // The inventory's account: it lists and watches, reads the ledger, and
+    // writes nothing.
+    let inventory = account_client(
+        &cp,
+        &cp.client,
+        RELEASE_NS,
+        INVENTORY,
+        &dir.join("inventory.kubeconfig"),
+    )
+    .await;
+    assert_inventory_rbac(&inventory).await;
+    // And the webhook's account none of the inventory's grants.
+    for resource in ["pods", "serviceaccounts"] {
+        assert!(
+            !may(&sa_client, "list", "", resource, "", "").await,
+            "the webhook's account may list {resource}"
+        );
+    }
+    assert!(!may(&sa_client, "list", "apps", "replicasets", "", "").await);
     Api::<ConfigMap>::namespaced(cp.client.clone(), RELEASE_NS)
         .delete(&format!("{RELEASE}-ledger"), &Default::default())
         .await
@@ -2432,7 +2634,25 @@ async fn installs_upgrades_and_uninstalls_on_the_real_api_server_under_restricte
     // The canary Secret is issuer-guard's, like the ledger: left behind,
     // and nothing else.
     assert_eq!(left, [CANARY_SECRET], "Secrets left behind");
-    for account in [RELEASE, CANARY] {
+    assert!(
+        Api::<ClusterRole>::all(cp.client.clone())
+            .get_opt(INVENTORY)
+            .await
+            .unwrap()
+            .is_none()
+            && Api::<ClusterRoleBinding>::all(cp.client.clone())
+                .get_opt(INVENTORY)
+                .await
+                .unwrap()
+                .is_none()
+            && Api::<Deployment>::namespaced(cp.client.clone(), RELEASE_NS)
+                .get_opt(INVENTORY)
+                .await
+                .unwrap()
+                .is_none(),
+        "the inventory left behind"
+    );
+    for account in [RELEASE, CANARY, INVENTORY] {
         assert!(
             Api::<ServiceAccount>::namespaced(cp.client.clone(), RELEASE_NS)
                 .get_opt(account)
@@ -2592,7 +2812,8 @@ fn the_image_repository_has_no_default() {
         );
     }
     let image = |objects: &[Value]| {
-        one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+        named(objects, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
     };
     assert_eq!(
         image(&render(home.path(), &[])),
@@ -3127,8 +3348,9 @@ fn every_readme_configuration_and_values_snippet_renders_through_the_chart() {
     assert!(rendered.0 >= 3 && rendered.1 >= 2, "{rendered:?}");
 }
 
+/// The webhook's pod spec, in a render of the release [`RELEASE`].
 fn pod_spec(objects: &[Value]) -> &Value {
-    &one(objects, "Deployment")["spec"]["template"]["spec"]
+    &named(objects, "Deployment", RELEASE)["spec"]["template"]["spec"]
 }
 
 /// Scheduling defaults: a critical priority, Linux nodes, spread over zones
@@ -3201,13 +3423,13 @@ fn the_webhook_port_and_host_network_reach_the_pod_and_the_service() {
             json!({"name": "https", "containerPort": port, "protocol": "TCP"}),
             "{values}"
         );
-        let service = one(&objects, "Service");
+        let service = named(&objects, "Service", RELEASE);
         assert_eq!(
             service["spec"]["ports"][0],
             json!({"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"})
         );
         assert_eq!(
-            one(&objects, "NetworkPolicy")["spec"]["ingress"][0]["ports"],
+            named(&objects, "NetworkPolicy", RELEASE)["spec"]["ingress"][0]["ports"],
             json!([{"port": "https", "protocol": "TCP"}])
         );
         if port == 8443 {
@@ -3795,7 +4017,7 @@ fn self_tls_renders_the_same_twice_and_leaves_the_certificate_to_the_binary() {
             assert!(w["clientConfig"].get("caBundle").is_none(), "{w}");
         }
     }
-    let deployment = one(&objects, "Deployment");
+    let deployment = named(&objects, "Deployment", fullname);
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert!(
@@ -3966,5 +4188,556 @@ fn self_tls_rbac_is_its_secret_and_its_two_webhook_configurations_by_name() {
             !text.contains("admissionregistration") && !text.contains(&format!("{fullname}-tls")),
             "{mode}: {text}"
         );
+    }
+}
+
+/// Whether `selector` (a `matchLabels` map) selects an object with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .expect("matchLabels")
+        .iter()
+        .all(|(k, v)| labels[k] == *v)
+}
+
+/// The args of a Deployment's first container.
+fn container_args(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("an arg").to_owned())
+        .collect()
+}
+
+/// The inventory: one pod of the webhook's image running `inventory`, with
+/// the webhook's ledger (as `<namespace>/<name>`), configuration and
+/// discovery window, replaced by Recreate, as restricted as the webhook,
+/// and labelled so that nothing of the webhook's selects it. Rendered only
+/// with discovery (it reads the ledger) and `inventory.enabled`.
+#[test]
+fn the_inventory_runs_the_webhooks_image_with_its_ledger_and_config() {
+    let (release, ns) = ("edge", "guard-system");
+    let (fullname, inventory) = ("edge-issuer-guard", "edge-issuer-guard-inventory");
+    let home = tempfile::tempdir().unwrap();
+    let objects = chart::template(home.path(), release, ns, &[]);
+    let webhook = named(&objects, "Deployment", fullname);
+    let deployment = named(&objects, "Deployment", inventory);
+    assert_eq!(deployment["metadata"]["namespace"], ns);
+    assert_eq!(deployment["spec"]["replicas"], 1, "{deployment}");
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "Recreate"}),
+        "{deployment}"
+    );
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_restricted(spec);
+    let (mine, theirs) = (
+        &spec["containers"][0],
+        &webhook["spec"]["template"]["spec"]["containers"][0],
+    );
+    assert_eq!(mine["image"], theirs["image"]);
+    assert_eq!(
+        spec["securityContext"],
+        webhook["spec"]["template"]["spec"]["securityContext"]
+    );
+    assert_eq!(mine["securityContext"], theirs["securityContext"]);
+    assert_eq!(spec["serviceAccountName"], inventory);
+    assert_eq!(spec["automountServiceAccountToken"], true);
+    assert!(spec.get("priorityClassName").is_none(), "{spec}");
+
+    // The flags: the webhook's ledger, as NAMESPACE/NAME; its config file,
+    // from the same ConfigMap at the same path; its discovery window.
+    let args = container_args(deployment);
+    let webhook_ledger = container_env(webhook)
+        .into_iter()
+        .find(|(k, _)| k == "ISSUER_GUARD_LEDGER")
+        .map(|(_, v)| v)
+        .expect("the webhook's ledger");
+    assert_eq!(webhook_ledger, "edge-issuer-guard-ledger");
+    let webhook_config = container_args(webhook)
+        .into_iter()
+        .find(|a| a.starts_with("--config="))
+        .expect("the webhook's --config");
+    assert_eq!(
+        args,
+        [
+            "inventory".to_owned(),
+            "--listen=0.0.0.0:8080".to_owned(),
+            format!("--ledger={ns}/{webhook_ledger}"),
+            webhook_config,
+            "--discovery-window=5m".to_owned(),
+            "--interval=15s".to_owned(),
+            "--log-format=json".to_owned(),
+        ]
+    );
+    let config_volume = |d: &Value| -> (Value, Value) {
+        let spec = &d["spec"]["template"]["spec"];
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "config")
+            .cloned()
+            .expect("a config mount");
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .cloned()
+            .expect("a config volume");
+        (mount, volume)
+    };
+    assert_eq!(config_volume(deployment), config_volume(webhook));
+    assert_eq!(
+        spec["volumes"].as_array().map(Vec::len),
+        Some(1),
+        "only the config is mounted: {spec}"
+    );
+    // The binary takes these flags as the chart writes them (clap, without
+    // running anything).
+    {
+        use clap::Parser;
+        let mut argv = vec!["issuer-guard".to_owned()];
+        argv.extend(args.iter().cloned());
+        issuer_guard::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("the binary refuses the chart's inventory args: {e}"));
+    }
+    // /healthz and /readyz on the 8080 port the Service targets.
+    assert_eq!(
+        mine["ports"],
+        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        mine["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "metrics"})
+    );
+    assert_eq!(
+        mine["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "metrics"})
+    );
+    assert_eq!(
+        mine["resources"],
+        json!({"requests": {"cpu": "10m", "memory": "50Mi"}, "limits": {"memory": "256Mi"}})
+    );
+    let service = named(&objects, "Service", inventory);
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}])
+    );
+
+    // Its own labels: the webhook's Service, PDB and Deployment select none
+    // of its pods, and its Service and Deployment none of the webhook's.
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let webhook_pod_labels = &webhook["spec"]["template"]["metadata"]["labels"];
+    let webhook_service = named(&objects, "Service", fullname);
+    for selector in [
+        &webhook_service["spec"]["selector"],
+        &webhook["spec"]["selector"]["matchLabels"],
+        &named(&objects, "PodDisruptionBudget", fullname)["spec"]["selector"]["matchLabels"],
+    ] {
+        assert!(selects(selector, webhook_pod_labels), "{selector}");
+        assert!(
+            !selects(selector, pod_labels),
+            "{selector} selects the inventory"
+        );
+    }
+    for selector in [
+        &service["spec"]["selector"],
+        &deployment["spec"]["selector"]["matchLabels"],
+    ] {
+        assert!(selects(selector, pod_labels), "{selector}");
+        assert!(
+            !selects(selector, webhook_pod_labels),
+            "{selector} selects the webhook"
+        );
+    }
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/component"],
+        "inventory"
+    );
+
+    // The configuration is read once at start: a change of it changes the
+    // pod template (a restart), anything else does not.
+    let annotation = |set: &[&str]| {
+        let mut extra = vec!["--show-only", "templates/inventory.yaml"];
+        for s in set {
+            extra.extend(["--set", s]);
+        }
+        let objects = chart::template(home.path(), release, ns, &extra);
+        named(&objects, "Deployment", inventory)["spec"]["template"]["metadata"]["annotations"]
+            ["issuer-guard.io/config"]
+            .clone()
+    };
+    let before = annotation(&[]);
+    assert!(before.is_string(), "{before}");
+    assert_eq!(
+        annotation(&["webhook.timeoutSeconds=10", "replicas=5"]),
+        before
+    );
+    assert_ne!(annotation(&["config.mode=audit"]), before);
+
+    // Values reach its flags and pod as given: another ledger (its Role
+    // follows), durations, scheduling.
+    let set = [
+        "discovery.ledger=generations.example",
+        "discovery.window=2h",
+        "inventory.interval=500ms",
+        "logFormat=text",
+        "inventory.tolerations[0].key=dedicated",
+        "inventory.tolerations[0].operator=Exists",
+        "inventory.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+        "inventory.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "podLabels.team=platform",
+    ];
+    let objects = chart::render(release, ns, &set, "inventory.yaml");
+    let deployment = named(&objects, "Deployment", inventory);
+    let args = container_args(deployment);
+    for want in [
+        "--ledger=guard-system/generations.example",
+        "--discovery-window=2h",
+        "--interval=500ms",
+        "--log-format=text",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["tolerations"],
+        json!([{"key": "dedicated", "operator": "Exists"}])
+    );
+    assert_eq!(spec["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert!(spec["affinity"]["nodeAffinity"].is_object(), "{spec}");
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["labels"]["team"],
+        "platform"
+    );
+    assert_eq!(
+        named(&objects, "Role", inventory)["rules"][0]["resourceNames"],
+        json!(["generations.example"])
+    );
+
+    // Off with discovery, or by itself: nothing of it is rendered,
+    // anywhere in the chart (monitoring forced, so its ServiceMonitor,
+    // NetworkPolicy and alerts would show).
+    for off in ["discovery.enabled=false", "inventory.enabled=false"] {
+        let objects = chart::template(
+            home.path(),
+            release,
+            ns,
+            &[
+                "--set",
+                off,
+                "--set",
+                "monitoring.serviceMonitor.force=true",
+                "--set",
+                "monitoring.prometheusRule.force=true",
+                "--set",
+                "networkPolicy.enabled=true",
+            ],
+        );
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(
+            !text.contains("inventory"),
+            "{off}: the inventory is rendered: {:?}",
+            kinds(&objects)
+        );
+        assert_eq!(find(&objects, "Deployment").len(), 1, "{off}");
+    }
+    // rbac.create=false: the pod and its account, no grant.
+    let objects = chart::render(release, ns, &["rbac.create=false"], "inventory.yaml");
+    assert_eq!(kinds(&objects), ["ServiceAccount", "Service", "Deployment"]);
+
+    // What the binary would refuse, and an account already taken, are
+    // refused at install.
+    for (set, needle) in [
+        ("inventory.interval=1h30m", "/inventory/interval"),
+        ("inventory.interval=0s", "/inventory/interval"),
+        (
+            "inventory.blockedAlertAfter=1.5h",
+            "/inventory/blockedAlertAfter",
+        ),
+        (
+            "inventory.blockedAlertAfter=0d",
+            "/inventory/blockedAlertAfter",
+        ),
+        ("inventory.replicas=2", "replicas"),
+    ] {
+        assert_refused(home.path(), &["--set-string", set], needle);
+    }
+    assert_refused(
+        home.path(),
+        &["--set", &format!("serviceAccount.name={INVENTORY}")],
+        "is the inventory's own ServiceAccount",
+    );
+}
+
+/// The inventory's RBAC is read only: list and watch of pods, ReplicaSets,
+/// ServiceAccounts and Secrets cluster-wide, and get, list and watch of the
+/// ledger by name in the release namespace; bound to its own account only,
+/// which the webhook's grants never name.
+#[test]
+fn the_inventory_may_only_list_watch_and_read_its_ledger() {
+    let (release, ns) = ("edge", "guard-system");
+    let inventory = "edge-issuer-guard-inventory";
+    let account = json!([{"kind": "ServiceAccount", "name": inventory, "namespace": ns}]);
+    let objects = chart::render(release, ns, &[], "inventory.yaml");
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment"
+        ]
+    );
+    assert_eq!(
+        named(&objects, "ServiceAccount", inventory)["automountServiceAccountToken"],
+        false
+    );
+    let cluster_role = named(&objects, "ClusterRole", inventory);
+    assert_eq!(
+        cluster_role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+        ]),
+        "{cluster_role}"
+    );
+    let role = named(&objects, "Role", inventory);
+    assert_eq!(role["metadata"]["namespace"], ns);
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["configmaps"],
+            "resourceNames": ["edge-issuer-guard-ledger"], "verbs": ["get", "list", "watch"]}]),
+        "{role}"
+    );
+    for (kind, role_kind) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
+        let binding = named(&objects, kind, inventory);
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": inventory}),
+            "{binding}"
+        );
+        assert_eq!(binding["subjects"], account, "{binding}");
+    }
+    // No write verb, no wildcard, no non-resource URL in any of its rules.
+    for rule in [cluster_role, role]
+        .iter()
+        .flat_map(|r| r["rules"].as_array().unwrap().iter())
+    {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(
+                ["get", "list", "watch"].contains(&verb.as_str().unwrap()),
+                "{rule}"
+            );
+        }
+        assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+        assert!(!rule.to_string().contains('*'), "{rule}");
+    }
+    // The webhook's grants are unchanged by it and never name its account.
+    let rbac = chart::render(release, ns, &[], "rbac.yaml");
+    assert!(
+        !serde_json::to_string(&rbac).unwrap().contains("inventory"),
+        "{rbac:?}"
+    );
+}
+
+/// With monitoring, the inventory is scraped under its own job, its
+/// NetworkPolicy opens only its metrics port to the webhook's metrics
+/// peers, and its two alerts select that job with the values' thresholds;
+/// each can be left out by name.
+#[test]
+fn the_inventory_alerts_select_its_job_with_the_values_thresholds() {
+    let home = tempfile::tempdir().unwrap();
+    let monitoring = Path::new(CHART).join("ci/monitoring-values.yaml");
+    let monitoring = monitoring.to_str().unwrap();
+    let objects = render(home.path(), &["-f", monitoring]);
+
+    // The ServiceMonitors: each selects its own Service, whose name is the
+    // job of the series it scrapes.
+    let service = named(&objects, "Service", INVENTORY);
+    let webhook_service = named(&objects, "Service", RELEASE);
+    let monitor = named(&objects, "ServiceMonitor", INVENTORY);
+    let webhook_monitor = named(&objects, "ServiceMonitor", RELEASE);
+    let labels = &service["metadata"]["labels"];
+    let webhook_labels = &webhook_service["metadata"]["labels"];
+    assert!(selects(&monitor["spec"]["selector"]["matchLabels"], labels));
+    assert!(!selects(
+        &monitor["spec"]["selector"]["matchLabels"],
+        webhook_labels
+    ));
+    assert!(!selects(
+        &webhook_monitor["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        webhook_monitor["spec"]["endpoints"]
+    );
+    assert!(monitor["spec"].get("jobLabel").is_none(), "{monitor}");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+
+    // Its NetworkPolicy: the metrics port from the webhook's metrics peers,
+    // the same egress, and only its own pod.
+    let policy = named(&objects, "NetworkPolicy", INVENTORY);
+    let webhook_policy = named(&objects, "NetworkPolicy", RELEASE);
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([webhook_policy["spec"]["ingress"][1]]),
+        "{policy}"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    let pod_labels =
+        &named(&objects, "Deployment", INVENTORY)["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        pod_labels
+    ));
+    assert!(!selects(
+        &webhook_policy["spec"]["podSelector"]["matchLabels"],
+        pod_labels
+    ));
+    let egress = [
+        json!({"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"port": 6443, "protocol": "TCP"}]}),
+    ];
+    let with_egress = render(
+        home.path(),
+        &[
+            "-f",
+            monitoring,
+            "--set-json",
+            &format!("networkPolicy.egress={}", json!(egress)),
+        ],
+    );
+    let policy = named(&with_egress, "NetworkPolicy", INVENTORY);
+    assert_eq!(policy["spec"]["egress"], json!(egress));
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        named(&with_egress, "NetworkPolicy", RELEASE)["spec"]["egress"],
+        policy["spec"]["egress"]
+    );
+
+    // The alerts, as rendered for the default release.
+    let rules = one(&objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    let sel = r#"namespace="issuer-guard",job="issuer-guard-inventory""#;
+    let retired = rule("IssuerGuardRetiredWhileBlocked");
+    assert_eq!(
+        retired["expr"],
+        format!("max by (kind, name) (issuer_guard_inventory_broken_pods{{{sel}}}) > 0")
+    );
+    assert_eq!(retired["for"], "1m");
+    assert_eq!(
+        retired["labels"],
+        json!({"severity": "critical", "team": "platform"})
+    );
+    let blocked = rule("IssuerGuardRotationBlocked");
+    assert_eq!(
+        blocked["expr"],
+        format!(
+            "max by (kind, name) (issuer_guard_inventory_blocked_for_seconds{{{sel}}}) > 172800"
+        )
+    );
+    assert!(blocked.get("for").is_none(), "{blocked}");
+    assert_eq!(
+        blocked["labels"],
+        json!({"severity": "warning", "team": "platform"})
+    );
+    for alert in [&retired, &blocked] {
+        let said = alert["annotations"]["description"].as_str().unwrap();
+        assert!(
+            said.contains("issuer-guard status") && said.contains("kubectl issuer-guard status"),
+            "{said}"
+        );
+    }
+    // Their job is the inventory Service's name, in the release namespace;
+    // the webhook's alerts keep the webhook's.
+    let exprs = alert_exprs(&objects);
+    for (alert, metric) in [
+        (
+            "IssuerGuardRetiredWhileBlocked",
+            "issuer_guard_inventory_broken_pods",
+        ),
+        (
+            "IssuerGuardRotationBlocked",
+            "issuer_guard_inventory_blocked_for_seconds",
+        ),
+    ] {
+        let sample: BTreeMap<String, String> = [
+            ("namespace", RELEASE_NS),
+            ("job", service["metadata"]["name"].as_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert!(
+            selector(&exprs[alert], metric)
+                .iter()
+                .all(|m| m.matches(&sample)),
+            "{alert}"
+        );
+    }
+    assert!(exprs["IssuerGuardLedgerRefused"].contains(r#"job="issuer-guard""#));
+
+    // The threshold in s, m, h or d.
+    for (after, seconds) in [
+        ("2d", 172_800),
+        ("90m", 5_400),
+        ("30s", 30),
+        ("36h", 129_600),
+    ] {
+        let exprs = alert_exprs(&render(
+            home.path(),
+            &[
+                "-f",
+                monitoring,
+                "--set",
+                &format!("inventory.blockedAlertAfter={after}"),
+            ],
+        ));
+        assert!(
+            exprs["IssuerGuardRotationBlocked"].ends_with(&format!(") > {seconds}")),
+            "{after}: {}",
+            exprs["IssuerGuardRotationBlocked"]
+        );
+    }
+    // Each can be left out by name.
+    for disabled in [
+        "IssuerGuardRetiredWhileBlocked",
+        "IssuerGuardRotationBlocked",
+    ] {
+        let fewer = alert_exprs(&render(
+            home.path(),
+            &[
+                "-f",
+                monitoring,
+                "--set",
+                &format!("monitoring.prometheusRule.disabledAlerts={{{disabled}}}"),
+            ],
+        ));
+        assert_eq!(fewer.len() + 1, exprs.len(), "{disabled}");
+        assert!(!fewer.contains_key(disabled));
     }
 }

@@ -348,3 +348,65 @@ a bad combination fails the install instead of every pod.
 - name: ISSUER_GUARD_CA_OVERLAP
   value: {{ $self.overlap | quote }}
 {{- end }}
+
+{{/*
+"true" when the inventory is rendered, else empty: inventory.enabled, and
+discovery.enabled, since the inventory reads the ledger discovery writes
+(without it there is no ledger, and the inventory could never be ready).
+Every inventory object, its ServiceMonitor, NetworkPolicy and alerts test
+this one condition.
+*/}}
+{{- define "issuer-guard.inventoryEnabled" -}}
+{{- if and .Values.inventory.enabled .Values.discovery.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The inventory's name: <fullname>-inventory, for its Deployment, Service,
+ServiceAccount, ClusterRole, Role and their bindings. The Service's name is
+the `job` of its series, which prometheusrule.yaml selects: both come from
+here. Truncated so that it stays a DNS label.
+*/}}
+{{- define "issuer-guard.inventoryName" -}}
+{{- printf "%s-inventory" (include "issuer-guard.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The inventory's selector labels. Its own app.kubernetes.io/name: the
+webhook's Service, PodDisruptionBudget, spread, NetworkPolicy and
+ServiceMonitor select the webhook by name and instance alone, and the
+webhook Deployment's selector cannot change, so an inventory pod carrying
+the webhook's pair would receive admission reviews it cannot answer and be
+counted as a webhook replica.
+*/}}
+{{- define "issuer-guard.inventorySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-inventory" (include "issuer-guard.name" . | trunc 53 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels on every inventory object.
+*/}}
+{{- define "issuer-guard.inventoryLabels" -}}
+helm.sh/chart: {{ include "issuer-guard.chart" . }}
+{{ include "issuer-guard.inventorySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: inventory
+app.kubernetes.io/part-of: {{ include "issuer-guard.name" . }}
+{{- end }}
+
+{{/*
+A duration of a whole number and one unit, s, m, h or d (the schema admits
+no other), in seconds: for alert thresholds, which are compared with gauges
+in seconds.
+*/}}
+{{- define "issuer-guard.seconds" -}}
+{{- $n := regexFind "^[0-9]+" . | int64 }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" .) . }}
+{{- if eq $unit "s" }}{{ $n }}
+{{- else if eq $unit "m" }}{{ mul $n 60 }}
+{{- else if eq $unit "h" }}{{ mul $n 3600 }}
+{{- else if eq $unit "d" }}{{ mul $n 86400 }}
+{{- else }}{{ fail (printf "%q is not a duration of s, m, h or d" .) }}
+{{- end }}
+{{- end }}
