@@ -7,7 +7,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 
-use crate::{check, cluster, discovery, inventory, logging, server, status};
+use crate::{check, cluster, discovery, inventory, logging, restart, server, status};
 
 /// 2 × 3 MiB (object and oldObject at the API server's default request
 /// limit) + 1 MiB for the review's envelope.
@@ -44,6 +44,86 @@ pub enum Command {
     /// verdict as metrics (the chart's `<release>-inventory` Deployment).
     /// Counts only: which pods block is for `status` to say.
     Inventory(InventoryArgs),
+    /// Recreate the pods that block a rotation (what `status` lists), one
+    /// owner at a time: rollout restarts, a no-downtime rolling replace of
+    /// ReplicationControllers, evictions that honour PodDisruptionBudgets.
+    /// Prints the plan only without a terminal, unless --yes. Exits 0 when
+    /// done, 1 when an owner failed, 2 when it cannot start.
+    Restart(RestartArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartStrategy {
+    /// One extra pod up and ready before each old one goes.
+    Rolling,
+    /// Scale to 0 and back: downtime.
+    Recreate,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub status: StatusArgs,
+    /// Only this owner, as KIND/NAME (e.g. deployment/web, pod/runner).
+    #[arg(long, env = "ISSUER_GUARD_RESTART_OWNER")]
+    pub owner: Option<String>,
+    /// Only pods stamped with this generation.
+    #[arg(long, env = "ISSUER_GUARD_RESTART_GENERATION")]
+    pub generation: Option<u64>,
+    /// How a ReplicationController's pods are recreated.
+    #[arg(long, env = "ISSUER_GUARD_RESTART_STRATEGY", value_enum, default_value_t = RestartStrategy::Rolling)]
+    pub strategy: RestartStrategy,
+    /// Owners restarted at once.
+    #[arg(long, env = "ISSUER_GUARD_RESTART_MAX_IN_FLIGHT", default_value_t = 1)]
+    pub max_in_flight: usize,
+    /// How long one owner may take (a rollout, an eviction a budget holds
+    /// back) before it is reported and the run moves on or stops.
+    #[arg(long, env = "ISSUER_GUARD_RESTART_TIMEOUT", default_value = "5m", value_parser = parse_interval)]
+    pub timeout: Duration,
+    /// Go on after an owner fails.
+    #[arg(long, env = "ISSUER_GUARD_RESTART_KEEP_GOING", value_parser = BoolishValueParser::new())]
+    pub keep_going: bool,
+    /// Print the plan and change nothing (the default when stdout is not a
+    /// terminal).
+    #[arg(long, env = "ISSUER_GUARD_RESTART_DRY_RUN", value_parser = BoolishValueParser::new(), conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Carry the plan out even when stdout is not a terminal.
+    #[arg(short = 'y', long, env = "ISSUER_GUARD_RESTART_YES", value_parser = BoolishValueParser::new())]
+    pub yes: bool,
+    /// Where a bare pod's manifest is kept while it is recreated (and left,
+    /// should its replacement fail).
+    #[arg(
+        long,
+        env = "ISSUER_GUARD_RESTART_SAVE_DIR",
+        default_value = "issuer-guard-restart"
+    )]
+    pub save_dir: PathBuf,
+}
+
+impl RestartArgs {
+    pub fn options(self) -> Result<restart::Options, restart::RestartError> {
+        use std::io::IsTerminal;
+        let owner = self
+            .owner
+            .as_deref()
+            .map(restart::parse_owner)
+            .transpose()?;
+        let dry_run = self.dry_run || !(self.yes || std::io::stdout().is_terminal());
+        Ok(restart::Options {
+            status: self.status.options(),
+            owner,
+            generation: self.generation,
+            strategy: match self.strategy {
+                RestartStrategy::Rolling => restart::Strategy::Rolling,
+                RestartStrategy::Recreate => restart::Strategy::Recreate,
+            },
+            max_in_flight: self.max_in_flight,
+            timeout: self.timeout,
+            keep_going: self.keep_going,
+            dry_run,
+            save_dir: self.save_dir,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +194,9 @@ pub struct StatusArgs {
         conflicts_with = "all_namespaces"
     )]
     pub namespace: Option<String>,
+    /// Only pods matching this label selector (e.g. app=web).
+    #[arg(short = 'l', long, env = "ISSUER_GUARD_SELECTOR")]
+    pub selector: Option<String>,
     /// Judge the pods of every namespace (the default).
     #[arg(short = 'A', long, env = "ISSUER_GUARD_ALL_NAMESPACES", value_parser = BoolishValueParser::new())]
     pub all_namespaces: bool,
@@ -143,6 +226,7 @@ impl StatusArgs {
             kubeconfig: self.kubeconfig,
             context: self.context,
             namespace: self.namespace,
+            selector: self.selector,
             output: match self.output {
                 StatusFormat::Table => status::Format::Table,
                 StatusFormat::Json => status::Format::Json,
@@ -663,7 +747,7 @@ mod tests {
             .iter()
             .filter_map(|(sub, flag, env)| {
                 let env = env.as_deref()?;
-                let ok = if flag == "--kubeconfig" && (sub == "serve" || sub == "status") {
+                let ok = if flag == "--kubeconfig" {
                     env == "KUBECONFIG"
                 } else {
                     env.starts_with("ISSUER_GUARD_")

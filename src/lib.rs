@@ -21,7 +21,8 @@
 //! - [`object`]: the borrowed reader of a Kubernetes object.
 //! - [`check`]: the offline `check` command; [`status`]: the cluster's
 //!   verdict on retiring an issuer or key; [`inventory`]: the same verdict
-//!   kept by watches in the cluster and exported as metrics.
+//!   kept by watches in the cluster and exported as metrics; [`restart`]:
+//!   recreating what blocks it.
 //! - [`cli`], [`logging`] and [`server`]: the command line, the log set-up
 //!   and the `serve` runtime (`server::run_with_routes` lets the benchmark's
 //!   null webhook swap the review handlers).
@@ -41,6 +42,7 @@ pub mod inventory;
 pub mod judge;
 pub mod logging;
 pub mod object;
+pub mod restart;
 pub mod rules;
 pub mod server;
 pub mod status;

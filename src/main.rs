@@ -1,5 +1,5 @@
 //! The `issuer-guard` binary: parses the command line and hands over to
-//! `serve`, `check`, `status` or `inventory`. Nothing else lives here.
+//! `serve`, `check`, `status`, `restart` or `inventory`. Nothing else lives here.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Parser;
 use issuer_guard::{
     check,
     cli::{Cli, Command},
-    inventory, logging, server, status,
+    inventory, logging, restart, server, status,
 };
 
 fn main() -> ExitCode {
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => run_check(&args.options()),
         Command::Status(args) => run_status(&args.options()),
+        Command::Restart(args) => run_restart(args),
         Command::Inventory(args) => {
             logging::init(args.log_format.into());
             on_runtime(inventory::run(args.options()))
@@ -75,6 +76,33 @@ fn run_status(options: &status::Options) -> ExitCode {
         Err(e) => {
             eprintln!("issuer-guard status: {e}");
             ExitCode::from(status::EXIT_UNDECIDED)
+        }
+    }
+}
+
+fn run_restart(args: issuer_guard::cli::RestartArgs) -> ExitCode {
+    let options = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("issuer-guard restart: {e}");
+            return ExitCode::from(restart::EXIT_UNUSABLE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("issuer-guard restart: cannot start the async runtime: {e}");
+            return ExitCode::from(restart::EXIT_UNUSABLE);
+        }
+    };
+    match runtime.block_on(restart::run(&options)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("issuer-guard restart: {e}");
+            ExitCode::from(restart::EXIT_UNUSABLE)
         }
     }
 }

@@ -16,14 +16,13 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    ControlPlane, IssuerGuard, NS, SaKey, ServiceAccountFlags, api, eventually,
+    ControlPlane, NS, SaKey, ServiceAccountFlags, api, eventually,
     objects::{audience_pod, env_reader_pod},
     process::Proc,
-    webhook::Launch,
+    rotation::discovering,
 };
 
 const ISSUER: &str = "https://issuer.status.example";
-const ACCOUNT: &str = "issuer-guard-canary";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A pod with one projected token of `ttl` seconds, as the API server's
@@ -51,34 +50,6 @@ async fn delete_pod(cp: &ControlPlane, name: &str) {
         .delete(name, &Default::default())
         .await
         .expect("delete the pod");
-}
-
-/// issuer-guard discovering from the one API server, minting for the canary
-/// account, registered with the API server.
-async fn discovering(cp: &ControlPlane, config: &str) -> IssuerGuard {
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
-    Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the canary account");
-    IssuerGuard::launch(
-        cp,
-        config,
-        Launch {
-            args: vec![
-                format!("--service-account={NS}/{ACCOUNT}"),
-                format!(
-                    "--apiserver-endpoints=https://127.0.0.1:{}",
-                    cp.apiserver_port()
-                ),
-                "--discovery-interval=500ms".into(),
-                "--discovery-window=4s".into(),
-            ],
-            ..Launch::default()
-        },
-    )
-    .await
 }
 
 /// Runs `issuer-guard status -o json` as the admin against `ledger`; its

@@ -14,6 +14,7 @@ mod reach;
 mod secrets;
 mod tls_secret;
 mod webhook_configurations;
+mod workloads;
 
 use std::{
     ffi::{OsStr, OsString},
@@ -32,11 +33,12 @@ use tokio::task::JoinHandle;
 
 pub(crate) use apiservers::{Addresses, ApiServers, Targets};
 pub(crate) use backoff::CappedBackoff;
-pub(crate) use pages::list_pages;
+pub(crate) use pages::{list_pages, percent};
 pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub(crate) use secrets::LegacyTokenCache;
 pub(crate) use tls_secret::{Stored, TlsSecret, Written};
 pub(crate) use webhook_configurations::{Registered, WebhookConfigurations};
+pub(crate) use workloads::{Workloads, path as workload_path};
 
 use crate::metrics::Metrics;
 
@@ -97,6 +99,28 @@ pub(crate) async fn connect_as_kubectl(
     kubeconfig: Option<&OsStr>,
     context: Option<&str>,
 ) -> Result<Client, ClusterError> {
+    Ok(Client::try_from(
+        config_as_kubectl(kubeconfig, context).await?,
+    )?)
+}
+
+/// [`connect_as_kubectl`] without kube's own retries: a 429 or 503 comes
+/// back at once. An eviction a PodDisruptionBudget refuses is a 429, which
+/// the default client would retry with backoff for many minutes; `restart`
+/// decides itself how long to wait.
+pub(crate) async fn connect_as_kubectl_once(
+    kubeconfig: Option<&OsStr>,
+    context: Option<&str>,
+) -> Result<Client, ClusterError> {
+    let mut config = config_as_kubectl(kubeconfig, context).await?;
+    config.default_retry = false;
+    Ok(Client::try_from(config)?)
+}
+
+async fn config_as_kubectl(
+    kubeconfig: Option<&OsStr>,
+    context: Option<&str>,
+) -> Result<kube::Config, ClusterError> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -108,7 +132,7 @@ pub(crate) async fn connect_as_kubectl(
             Err(_) => kube::Config::incluster()?,
         },
     };
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 async fn config_with(

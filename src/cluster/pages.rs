@@ -56,7 +56,7 @@ pub(crate) async fn list_pages(
 
 /// A continue token in a query: base64 and JSON, so `+`, `/` and `=` are
 /// the characters that need escaping.
-fn percent(token: &str) -> String {
+pub(crate) fn percent(token: &str) -> String {
     let mut out = String::with_capacity(token.len());
     for c in token.chars() {
         match c {

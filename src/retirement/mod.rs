@@ -16,6 +16,8 @@ use jiff::Timestamp;
 pub(crate) use accounts::{AccountReport, Accounts};
 pub(crate) use legacy::LegacyToken;
 pub(crate) use pods::{JudgedPod, Owner, judge_pod};
+#[cfg(test)]
+pub(crate) use verdict::Blocker;
 pub(crate) use verdict::{RetirementVerdict, Retiring, Verdict};
 
 use crate::state::Discovered;

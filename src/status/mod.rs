@@ -36,6 +36,8 @@ pub struct Options {
     pub context: Option<String>,
     /// `None`: every namespace.
     pub namespace: Option<String>,
+    /// Only pods matching this label selector.
+    pub selector: Option<String>,
     pub output: Format,
     /// The ledger, as NAMESPACE/NAME.
     pub ledger: String,
@@ -72,8 +74,37 @@ pub enum StatusError {
     Write(#[from] std::io::Error),
 }
 
-/// Runs `status` and returns its exit code.
-pub async fn run(options: &Options) -> Result<u8, StatusError> {
+/// What a run read from the cluster: everything an assessment is made
+/// from. `restart` reads the same, so that it restarts what `status` says
+/// blocks.
+pub(crate) struct Collected {
+    pub client: kube::Client,
+    pub found: crate::state::Discovered,
+    pub judged: Vec<crate::retirement::JudgedPod>,
+    pub deployments: HashMap<(String, String), String>,
+    pub accounts: Accounts,
+    pub legacy: BTreeMap<SecretKey, LegacyToken>,
+    pub now: jiff::Timestamp,
+    pub listed: usize,
+}
+
+impl Collected {
+    pub(crate) fn evidence(&self) -> Evidence<'_> {
+        Evidence {
+            found: &self.found,
+            pods: &self.judged,
+            deployments: &self.deployments,
+            accounts: &self.accounts,
+            legacy: &self.legacy,
+            now: self.now,
+        }
+    }
+}
+
+/// Reads the ledger, the legacy token Secrets, ReplicaSets,
+/// ServiceAccounts and pods of `options`' scope, and judges every pod;
+/// `progress` writes a count to stderr after each page.
+pub(crate) async fn collect(options: &Options, progress: bool) -> Result<Collected, StatusError> {
     let client =
         cluster::connect_as_kubectl(options.kubeconfig.as_deref(), options.context.as_deref())
             .await?;
@@ -98,7 +129,14 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         credentials: &NO_CREDENTIALS,
     };
     let mut judged = Vec::new();
-    let listed = cluster::list_pages(&client, &format!("/api/v1{scope}/pods"), false, |items| {
+    let pods_path = match &options.selector {
+        Some(selector) => format!(
+            "/api/v1{scope}/pods?labelSelector={}",
+            cluster::percent(selector)
+        ),
+        None => format!("/api/v1{scope}/pods"),
+    };
+    let listed = cluster::list_pages(&client, &pods_path, false, |items| {
         for mut pod in items {
             // A list's items carry no kind of their own.
             if let Some(map) = pod.as_object_mut() {
@@ -109,14 +147,14 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
                 Some(p) => judged.push(p),
                 // A live Pod the API server accepted is always readable.
                 None => eprintln!(
-                    "issuer-guard status: pod {}/{} could not be read, and is left out",
+                    "issuer-guard: pod {}/{} could not be read, and is left out",
                     pod["metadata"]["namespace"].as_str().unwrap_or_default(),
                     pod["metadata"]["name"].as_str().unwrap_or_default()
                 ),
             }
         }
-        if options.output == Format::Table {
-            eprintln!("issuer-guard status: {} pods judged", judged.len());
+        if progress {
+            eprintln!("issuer-guard: {} pods judged", judged.len());
         }
     })
     .await
@@ -124,20 +162,28 @@ pub async fn run(options: &Options) -> Result<u8, StatusError> {
         what: "pods",
         source,
     })?;
-    let signals = api_server_signals(&client).await;
-    let assessment = Evidence {
-        found: &found,
-        pods: &judged,
-        deployments: &deployments,
-        accounts: &accounts,
-        legacy: &legacy,
+    Ok(Collected {
+        client,
+        found,
+        judged,
+        deployments,
+        accounts,
+        legacy,
         now,
-    }
-    .assess();
+        listed,
+    })
+}
+
+/// Runs `status` and returns its exit code.
+pub async fn run(options: &Options) -> Result<u8, StatusError> {
+    let collected = collect(options, options.output == Format::Table).await?;
+    let signals = api_server_signals(&collected.client).await;
+    let assessment = collected.evidence().assess();
+    let (found, now, listed) = (&collected.found, collected.now, collected.listed);
     let report = output::Report {
         now,
         ledger: &options.ledger,
-        found: &found,
+        found,
         assessment: &assessment,
         signals: &signals,
         listed,

@@ -28,12 +28,16 @@ const SERVICE_IP: &str = "10.0.0.1";
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The controllers the scenarios need: workload controllers that create
-/// Pods, the service-account controllers that make `default` and fill
-/// legacy token Secrets, the root CA publisher for kube-root-ca.crt, and the
+/// Pods (StatefulSets and DaemonSets included, which `restart` rolls), the
+/// disruption controller (without it every eviction a PodDisruptionBudget
+/// covers is refused, and a budget test would pass for the wrong reason),
+/// the service-account controllers that make `default` and fill legacy
+/// token Secrets, the root CA publisher for kube-root-ca.crt, and the
 /// garbage collector, which deletes objects whose controlling owner is gone.
 const CONTROLLERS: &str = "serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,replicaset-controller,\
-replicationcontroller-controller,deployment-controller,job-controller,cronjob-controller,\
+replicationcontroller-controller,deployment-controller,statefulset-controller,\
+daemonset-controller,disruption-controller,job-controller,cronjob-controller,\
 garbage-collector-controller";
 
 /// How many control planes run at once in one test process. Each

@@ -18,6 +18,7 @@ pub mod objects;
 pub mod pki;
 pub mod process;
 pub mod relay;
+pub mod rotation;
 pub mod serve;
 pub mod webhook;
 
