@@ -4741,3 +4741,87 @@ fn the_inventory_alerts_select_its_job_with_the_values_thresholds() {
         assert!(!fewer.contains_key(disabled));
     }
 }
+
+/// `restart`'s ClusterRole is opt-in and bound to nobody; it may patch
+/// workloads, evict and create pods, but never delete anything, and the
+/// webhook's own roles get none of it.
+#[test]
+fn the_restart_role_is_opt_in_bound_to_nobody_and_deletes_nothing() {
+    let (release, ns) = ("edge", "guard-system");
+    let home = tempfile::tempdir().expect("a helm home");
+    let by_default = chart::template(home.path(), release, ns, &[]);
+    assert!(
+        !by_default
+            .iter()
+            .any(|o| o["metadata"]["name"] == "edge-issuer-guard-restart")
+    );
+    let objects = chart::render(
+        release,
+        ns,
+        &["restart.clusterRole=true"],
+        "restart-rbac.yaml",
+    );
+    assert_eq!(kinds(&objects), ["ClusterRole"]);
+    let role = named(&objects, "ClusterRole", "edge-issuer-guard-restart");
+    let rules = role["rules"].as_array().expect("rules");
+    let verbs: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r["verbs"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !verbs
+            .iter()
+            .any(|v| ["delete", "deletecollection", "update", "*"].contains(v)),
+        "{role}"
+    );
+    let grants = |resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|x| x.contains(&json!(resource)))
+                && r["verbs"]
+                    .as_array()
+                    .is_some_and(|x| x.contains(&json!(verb)))
+        })
+    };
+    for (resource, verb) in [
+        ("pods/eviction", "create"),
+        ("pods", "create"),
+        ("deployments", "patch"),
+        ("statefulsets", "patch"),
+        ("daemonsets", "patch"),
+        ("replicationcontrollers", "patch"),
+        ("events", "create"),
+        ("pods", "list"),
+    ] {
+        assert!(grants(resource, verb), "{resource} {verb}: {role}");
+    }
+    // Nothing in the full render binds it, and the webhook's roles cannot
+    // evict.
+    let all = chart::template(
+        home.path(),
+        release,
+        ns,
+        &["--set", "restart.clusterRole=true"],
+    );
+    for binding in all
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+    {
+        assert_ne!(binding["roleRef"]["name"], "edge-issuer-guard-restart");
+        assert!(
+            !serde_json::to_string(binding)
+                .unwrap_or_default()
+                .contains("eviction")
+        );
+    }
+    for role in all
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        .filter(|o| o["metadata"]["name"] != "edge-issuer-guard-restart")
+    {
+        let text = serde_json::to_string(&role["rules"]).unwrap_or_default();
+        assert!(!text.contains("pods/eviction"), "{role}");
+    }
+}
