@@ -271,7 +271,8 @@ pub(crate) fn refresh_of(facts: &PodFacts) -> SignedDuration {
     SignedDuration::from_secs(ttl * 8 / 10).min(REFRESH_CAP)
 }
 
-/// The command that fixes a blocker, until `issuer-guard` can do it itself.
+/// The command that fixes a blocker: `issuer-guard restart` for the owner,
+/// and what it does by hand.
 fn remedy(kind: &str, namespace: &str, name: &str, findings: &[&(RuleId, String)]) -> String {
     let only_volume = findings
         .iter()
@@ -283,7 +284,7 @@ fn remedy(kind: &str, namespace: &str, name: &str, findings: &[&(RuleId, String)
             secrets.join(" ")
         );
     }
-    match kind {
+    let by_hand = match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" => {
             format!(
                 "kubectl rollout restart -n {namespace} {}/{name}",
@@ -296,10 +297,17 @@ fn remedy(kind: &str, namespace: &str, name: &str, findings: &[&(RuleId, String)
         "Pod" => format!(
             "kubectl get pod -n {namespace} {name} -o yaml | kubectl replace --force -f - (after fixing its spec)"
         ),
-        other => format!(
-            "recreate the pods of {other} {namespace}/{name} (kubectl delete pod -n {namespace} <pod>; its controller makes them again)"
-        ),
-    }
+        "Job" | "CronJob" => {
+            return format!(
+                "let the Job's pods finish, or delete them yourself once their work is done (kubectl delete pod -n {namespace} <pod>)"
+            );
+        }
+        other => format!("kubectl delete pod -n {namespace} <pod>; its {other} makes them again"),
+    };
+    format!(
+        "issuer-guard restart -n {namespace} --owner {}/{name} (by hand: {by_hand})",
+        kind.to_lowercase()
+    )
 }
 
 #[cfg(test)]

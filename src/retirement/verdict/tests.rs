@@ -180,7 +180,7 @@ fn frozen_tokens_block_and_owners_group_their_pods() {
     );
     assert_eq!(
         blockers[0].remedy,
-        "kubectl rollout restart -n ns deployment/web"
+        "issuer-guard restart -n ns --owner deployment/web (by hand: kubectl rollout restart -n ns deployment/web)"
     );
     let Verdict::BlockedBy { blockers } = verdict_for(&v, Retiring::Issuer, OLD) else {
         panic!("blocked")
