@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         Command::Status(args) => run_status(&args.options()),
         Command::Restart(args) => run_restart(args),
         Command::Inventory(args) => {
+            // A relist of every pod is a burst like a review's body: the
+            // same settings keep it from staying resident.
+            server::tune_allocator();
             logging::init(args.log_format.into());
             on_runtime(inventory::run(args.options()))
         }

@@ -321,8 +321,11 @@ async fn pods_watch(client: Client, shared: Arc<Shared>) {
             }
             watcher::Event::InitDone => {
                 if let Some(table) = fresh.take() {
-                    shared.cache().pods = table;
+                    let old = std::mem::replace(&mut shared.cache().pods, table);
+                    drop(old);
                     shared.synced.pods.store(true, Ordering::Release);
+                    // The list's pages are freed; give their pages back.
+                    crate::server::trim_allocator();
                 }
             }
             watcher::Event::Apply(object) => {

@@ -59,21 +59,30 @@ impl Evidence<'_> {
     /// The owner a person acts on: the Deployment rather than its
     /// ReplicaSet, or the pod itself when nothing owns it.
     pub(crate) fn owner_of(&self, pod: &JudgedPod) -> Owner {
-        match &pod.owner {
-            Some(o) if o.kind == "ReplicaSet" => {
-                match self.deployments.get(&(o.namespace.clone(), o.name.clone())) {
+        let namespace = &pod.facts.namespace;
+        match &pod.facts.owner {
+            Some((kind, name)) if kind == "ReplicaSet" => {
+                match self.deployments.get(&(namespace.clone(), name.clone())) {
                     Some(deployment) => Owner {
                         kind: "Deployment".into(),
-                        namespace: o.namespace.clone(),
+                        namespace: namespace.clone(),
                         name: deployment.clone(),
                     },
-                    None => o.clone(),
+                    None => Owner {
+                        kind: kind.clone(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
                 }
             }
-            Some(o) => o.clone(),
+            Some((kind, name)) => Owner {
+                kind: kind.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
             None => Owner {
                 kind: "Pod".into(),
-                namespace: pod.facts.namespace.clone(),
+                namespace: namespace.clone(),
                 name: pod.facts.name.clone(),
             },
         }

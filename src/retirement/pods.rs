@@ -111,10 +111,9 @@ pub(crate) struct Owner {
 /// A pod, its facts and the findings the admission rules give it now.
 #[derive(Debug, Clone)]
 pub(crate) struct JudgedPod {
+    /// Its owner is `facts.owner`; a ReplicaSet is lifted to its
+    /// Deployment when the verdict is made, from what is known then.
     pub facts: PodFacts,
-    /// The controlling owner as the Pod names it; a ReplicaSet is lifted to
-    /// its Deployment when the verdict is made, from what is known then.
-    pub owner: Option<Owner>,
     /// (rule, what it names) for each finding.
     pub findings: Vec<(RuleId, String)>,
 }
@@ -133,16 +132,7 @@ pub(crate) fn judge_pod(config: &Config, known: Known<'_>, pod: &Value) -> Optio
             .collect(),
         Ok(None) | Err(_) => return None,
     };
-    let owner = facts.owner.as_ref().map(|(kind, name)| Owner {
-        kind: kind.clone(),
-        namespace: facts.namespace.clone(),
-        name: name.clone(),
-    });
-    Some(JudgedPod {
-        facts,
-        owner,
-        findings,
-    })
+    Some(JudgedPod { facts, findings })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub fn tune() {
 }
 
 /// Gives freed heap pages back to the system.
-pub(super) fn trim() {
+pub(crate) fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap structures.
     unsafe {

@@ -29,6 +29,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use allocator::tune as tune_allocator;
+pub(crate) use allocator::trim as trim_allocator;
 pub use self_tls::SelfTlsError;
 pub use settings::{DiscoveryArgs, SelfTlsArgs, Settings};
 

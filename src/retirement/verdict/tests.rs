@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 use crate::{
-    retirement::{Accounts, JudgedPod, LegacyToken, Owner, SecretKey},
+    retirement::{Accounts, JudgedPod, LegacyToken, SecretKey},
     state::{Discovered, Generation, KeyState, Retired, SwitchTimes},
 };
 
@@ -54,7 +54,6 @@ fn pod(name: &str, created: &str, ttls: &[i64], findings: &[(RuleId, &str)]) -> 
             ttls: ttls.to_vec(),
             has_token: true,
         },
-        owner: None,
         findings: findings
             .iter()
             .map(|(r, d)| (*r, (*d).to_owned()))
@@ -143,20 +142,16 @@ fn pods_from_before_are_safe_once_their_tokens_refreshed() {
 
 #[test]
 fn frozen_tokens_block_and_owners_group_their_pods() {
-    let web = Owner {
-        kind: "Deployment".into(),
-        namespace: "ns".into(),
-        name: "web".into(),
-    };
     let mut pods: Vec<JudgedPod> = (0..3)
-        .map(|i| JudgedPod {
-            owner: Some(web.clone()),
-            ..pod(
+        .map(|i| {
+            let mut p = pod(
                 &format!("web-{i}"),
                 "2026-12-01T09:00:00Z",
                 &[],
                 &[(RuleId::TokenSubpath, "token")],
-            )
+            );
+            p.facts.owner = Some(("Deployment".into(), "web".into()));
+            p
         })
         .collect();
     pods.push(pod(
