@@ -2,6 +2,7 @@
 //! pod spec lives, and issuer-guard's own marks on it.
 
 mod marks;
+mod reader;
 mod text;
 mod view;
 
@@ -9,6 +10,7 @@ pub use marks::{
     AT_RISK_LABEL, GENERATION_LABEL, ISSUER_ANNOTATION, KEY_ID_ANNOTATION, Marks, PREFIX,
     RISKS_ANNOTATION,
 };
+pub use reader::{ReadError, from_json};
 pub use text::Text;
 pub use view::*;
 
