@@ -251,6 +251,39 @@ mod tests {
     }
 
     #[test]
+    fn env_keeps_what_rules_read_with_its_place() {
+        let obj: ObjectView = serde_json::from_str(
+            r#"{"spec":{"containers":[{"name":"a","env":[
+                {"name":"PLAIN","value":"x"},
+                {"name":"FIELD","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}},
+                {"name":"TOKEN","valueFrom":{"secretKeyRef":{"name":"s","key":"token"}}},
+                {"name":"AWS_WEB_IDENTITY_TOKEN_FILE","value":"/var/run/t"},
+                {"name":"OTHER"},
+                {"name":"GOOGLE_APPLICATION_CREDENTIALS"}
+            ]},{"name":"b","env":null}]}}"#,
+        )
+        .unwrap();
+        let spec = obj.spec.unwrap();
+        let kept: Vec<(usize, &str)> = spec.containers[0]
+            .env
+            .iter()
+            .map(|e| (e.index, &*e.name))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (2, "TOKEN"),
+                (3, "AWS_WEB_IDENTITY_TOKEN_FILE"),
+                (5, "GOOGLE_APPLICATION_CREDENTIALS")
+            ]
+        );
+        assert!(spec.containers[1].env.is_empty());
+        let err = serde_json::from_str::<ObjectView>(r#"{"spec":{"containers":[{"env":{}}]}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("expected a sequence"), "{err}");
+    }
+
+    #[test]
     fn strings_borrow_from_the_input() {
         let text = r#"{"metadata":{"name":"plain","namespace":"esc\u0061ped"}}"#;
         let obj: ObjectView = serde_json::from_str(text).unwrap();

@@ -8,7 +8,7 @@ use std::{fmt, marker::PhantomData};
 
 use serde::{
     Deserialize, Deserializer,
-    de::{MapAccess, Visitor, value::MapAccessDeserializer},
+    de::{self, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer},
 };
 
 use super::{Marks, Text};
@@ -169,7 +169,10 @@ pub struct ContainerView<'a> {
     pub command: Vec<Text<'a>>,
     #[serde(default, deserialize_with = "nullable")]
     pub args: Vec<Text<'a>>,
-    #[serde(default, deserialize_with = "nullable")]
+    /// Only the env vars a rule reads, in order, each with its index in the
+    /// container's `env` (see [`EnvVarView::read_by_rules`]). The rest are
+    /// read and dropped, never kept: env is often most of a pod's bytes.
+    #[serde(default, deserialize_with = "env_read_by_rules")]
     pub env: Vec<EnvVarView<'a>>,
     #[serde(default, deserialize_with = "nullable")]
     pub env_from: Vec<EnvFromView<'a>>,
@@ -177,9 +180,21 @@ pub struct ContainerView<'a> {
     pub volume_mounts: Vec<MountView<'a>>,
 }
 
+/// Env vars whose value names a file a cloud SDK reads a web-identity token
+/// or an `external_account` credential configuration from (the
+/// `sdk-consumer` rule reads them).
+pub const SDK_FILE_VARS: [&str; 3] = [
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+];
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
 pub struct EnvVarView<'a> {
+    /// Where the var sits in the container's `env`, for findings' paths.
+    #[serde(skip)]
+    pub index: usize,
     #[serde(default)]
     pub name: Text<'a>,
     /// Read for the env vars that name a token file for a cloud SDK.
@@ -187,6 +202,63 @@ pub struct EnvVarView<'a> {
     pub value: Option<Text<'a>>,
     #[serde(default)]
     pub value_from: Option<EnvVarSourceView<'a>>,
+}
+
+impl EnvVarView<'_> {
+    /// Whether any rule reads this var: one that takes a Secret's key
+    /// (`legacy-token-env`), or one named in [`SDK_FILE_VARS`].
+    pub fn read_by_rules(&self) -> bool {
+        self.value_from
+            .as_ref()
+            .is_some_and(|v| v.secret_key_ref.is_some())
+            || SDK_FILE_VARS.contains(&&*self.name)
+    }
+}
+
+/// A container's `env` (`null` read as empty, like every list here),
+/// keeping what [`EnvVarView::read_by_rules`] accepts.
+fn env_read_by_rules<'de: 'a, 'a, D>(d: D) -> Result<Vec<EnvVarView<'a>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Kept;
+
+    impl<'de> Visitor<'de> for Kept {
+        type Value = Vec<EnvVarView<'de>>;
+
+        // serde's own words for a list, so that a bad `env` is explained
+        // as it was when it was read into a `Vec`.
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut kept = Vec::new();
+            let mut index = 0;
+            while let Some(mut var) = seq.next_element::<EnvVarView<'de>>()? {
+                if var.read_by_rules() {
+                    var.index = index;
+                    kept.push(var);
+                }
+                index += 1;
+            }
+            Ok(kept)
+        }
+    }
+
+    d.deserialize_option(Kept)
 }
 
 #[derive(Debug, Default, Deserialize)]

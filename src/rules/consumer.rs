@@ -173,3 +173,22 @@ fn google_reader(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::SDK_FILE_VARS;
+
+    /// The view keeps only the env vars named there: a reader missing from
+    /// it would never be seen.
+    #[test]
+    fn the_view_keeps_every_variable_read_here() {
+        for name in READERS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain([GOOGLE_CREDENTIALS])
+        {
+            assert!(SDK_FILE_VARS.contains(&name), "{name}");
+        }
+    }
+}

@@ -55,7 +55,7 @@ fn retiring_keys(ctx: &Context<'_>) -> String {
 
 fn env(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Finding>) {
     for (field, ci, c) in pod.containers() {
-        for (ei, e) in c.env.iter().enumerate() {
+        for e in &c.env {
             let Some(r) = e
                 .value_from
                 .as_ref()
@@ -71,7 +71,7 @@ fn env(pod: &PodSpecRef<'_, '_>, ctx: &Context<'_>, ns: &str, out: &mut Vec<Find
             }
             out.push(env_finding(
                 ctx,
-                format!("{}.{field}[{ci}].env[{ei}]", pod.path),
+                format!("{}.{field}[{ci}].env[{}]", pod.path, e.index),
                 format!("container \"{}\"", c.name),
                 name,
                 &format!("env var {}", e.name),
