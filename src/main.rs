@@ -23,8 +23,8 @@ fn main() -> ExitCode {
         Command::Restart(args) => run_restart(args),
         Command::Inventory(args) => {
             // A relist of every pod is a burst like a review's body: the
-            // same settings keep it from staying resident.
-            server::tune_allocator();
+            // same settings, and one heap, keep it from staying resident.
+            server::tune_allocator_lean();
             logging::init(args.log_format.into());
             on_runtime(inventory::run(args.options()))
         }

@@ -209,6 +209,9 @@ async fn assess_loop(client: kube::Client, shared: Arc<Shared>, interval: Durati
             .assess()
         };
         shared.metrics.record(&assessment, now);
+        // An assessment's report is built and dropped whole every interval.
+        drop(assessment);
+        crate::server::trim_allocator();
         if !shared.synced.assessed.swap(true, Ordering::AcqRel) {
             shared.metrics.synced.set(1);
             tracing::info!(

@@ -28,7 +28,7 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use allocator::tune as tune_allocator;
+pub use allocator::{tune as tune_allocator, tune_lean as tune_allocator_lean};
 pub(crate) use allocator::trim as trim_allocator;
 pub use self_tls::SelfTlsError;
 pub use settings::{DiscoveryArgs, SelfTlsArgs, Settings};
