@@ -19,7 +19,7 @@ use support::{
     ControlPlane, NS, SaKey, ServiceAccountFlags, api, eventually,
     objects::{audience_pod, env_reader_pod},
     process::Proc,
-    rotation::discovering,
+    rotation::{discovering, spawn_inventory},
 };
 
 const ISSUER: &str = "https://issuer.status.example";
@@ -82,22 +82,10 @@ fn status_everywhere(cp: &ControlPlane) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// `issuer-guard inventory` as the chart runs it, here as the admin and on
-/// loopback, assessing every 300 ms; its health address.
+/// `issuer-guard inventory` assessing every 300 ms, once ready; its health
+/// address.
 async fn inventory(cp: &ControlPlane) -> (Proc, String) {
-    let health = format!("127.0.0.1:{}", support::process::free_port());
-    let mut proc = Proc::spawn(
-        "inventory",
-        &support::issuer_guard_bin(),
-        &[
-            "inventory".into(),
-            format!("--kubeconfig={}", cp.kubeconfig.display()),
-            format!("--ledger={NS}/issuer-guard-ledger"),
-            format!("--listen={health}"),
-            "--interval=300ms".into(),
-        ],
-        cp.dir().join("inventory.log"),
-    );
+    let (mut proc, health) = spawn_inventory(cp, "300ms");
     proc.wait_ready(&health).await;
     (proc, health)
 }
@@ -198,14 +186,7 @@ async fn inventory_agrees(cp: &ControlPlane, health: &str) {
     let agreed = tokio::time::timeout(WAIT, async {
         loop {
             let report = status_everywhere(cp);
-            let metrics = http
-                .get(format!("http://{health}/metrics"))
-                .send()
-                .await
-                .expect("the inventory's /metrics")
-                .text()
-                .await
-                .expect("its text");
+            let metrics = support::rotation::metrics_text(&http, health).await;
             match disagreement(&report, &metrics) {
                 None if report["verdicts"].is_array() => return,
                 Some(why) => last = why,

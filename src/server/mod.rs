@@ -28,8 +28,8 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use allocator::{tune as tune_allocator, tune_lean as tune_allocator_lean};
 pub(crate) use allocator::trim as trim_allocator;
+pub use allocator::{tune as tune_allocator, tune_lean as tune_allocator_lean};
 pub use self_tls::SelfTlsError;
 pub use settings::{DiscoveryArgs, SelfTlsArgs, Settings};
 

@@ -11,7 +11,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{ControlPlane, IssuerGuard, NS, webhook::Launch};
+use super::{ControlPlane, IssuerGuard, NS, process::Proc, webhook::Launch};
 
 pub const ACCOUNT: &str = "issuer-guard-canary";
 pub const LEDGER: &str = "issuer-guard-ledger";
@@ -19,29 +19,54 @@ pub const LEDGER: &str = "issuer-guard-ledger";
 /// issuer-guard discovering from the one API server, minting for the canary
 /// account, registered with the API server.
 pub async fn discovering(cp: &ControlPlane, config: &str) -> IssuerGuard {
+    discovering_with(cp, config, true).await
+}
+
+/// [`discovering`], registered as the pods' admission webhook only when
+/// `registered`.
+pub async fn discovering_with(cp: &ControlPlane, config: &str, registered: bool) -> IssuerGuard {
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": ACCOUNT}})).expect("an SA");
     Api::<ServiceAccount>::namespaced(cp.client.clone(), NS)
         .create(&PostParams::default(), &account)
         .await
         .expect("the canary account");
-    IssuerGuard::launch(
-        cp,
-        config,
-        Launch {
-            args: vec![
-                format!("--service-account={NS}/{ACCOUNT}"),
-                format!(
-                    "--apiserver-endpoints=https://127.0.0.1:{}",
-                    cp.apiserver_port()
-                ),
-                "--discovery-interval=500ms".into(),
-                "--discovery-window=4s".into(),
-            ],
-            ..Launch::default()
-        },
-    )
-    .await
+    let mut launch = Launch {
+        args: vec![
+            format!("--service-account={NS}/{ACCOUNT}"),
+            format!(
+                "--apiserver-endpoints=https://127.0.0.1:{}",
+                cp.apiserver_port()
+            ),
+            "--discovery-interval=500ms".into(),
+            "--discovery-window=4s".into(),
+        ],
+        ..Launch::default()
+    };
+    if !registered {
+        launch.registration = None;
+    }
+    IssuerGuard::launch(cp, config, launch).await
+}
+
+/// Starts `issuer-guard inventory` as the chart runs it, here as the admin
+/// and on loopback, assessing every `interval`; its health address. It is
+/// not waited for.
+pub fn spawn_inventory(cp: &ControlPlane, interval: &str) -> (Proc, String) {
+    let health = format!("127.0.0.1:{}", super::process::free_port());
+    let proc = Proc::spawn(
+        "inventory",
+        &super::issuer_guard_bin(),
+        &[
+            "inventory".into(),
+            format!("--kubeconfig={}", cp.kubeconfig.display()),
+            format!("--ledger={NS}/{LEDGER}"),
+            format!("--listen={health}"),
+            format!("--interval={interval}"),
+        ],
+        cp.dir().join("inventory.log"),
+    );
+    (proc, health)
 }
 
 /// Runs `issuer-guard <args> --kubeconfig … --ledger …` as the admin; its
@@ -122,4 +147,15 @@ pub fn kubelet_stand_in(cp: &ControlPlane) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// The text of `/metrics` at `health`.
+pub async fn metrics_text(http: &reqwest::Client, health: &str) -> String {
+    http.get(format!("http://{health}/metrics"))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("its text")
 }
