@@ -217,8 +217,8 @@ async fn create(client: &Client, path: &str, body: &Value) -> Result<usize, Stri
 }
 
 /// Runs the `total` `creates` (path, body), made as they are sent, with
-/// [`IN_FLIGHT`] at a time, failing the test on the first create that fails
-/// for good; the retries, summed.
+/// [`IN_FLIGHT`] at a time; once all are done, fails the test if any failed
+/// for good, else returns the retries, summed.
 async fn create_all(
     client: &Client,
     what: &str,
