@@ -202,6 +202,24 @@ async fn inventory_agrees(cp: &ControlPlane, health: &str) {
     );
 }
 
+/// Restarts the API server signing with key B (A still verifies), and waits
+/// until `status` says B is in force and A retires (exit 1); that report.
+async fn switch_to_b(cp: &mut ControlPlane) -> Value {
+    cp.restart_apiserver(ServiceAccountFlags {
+        signing: SaKey::B,
+        verifying: vec![SaKey::A, SaKey::B],
+        ..ServiceAccountFlags::issuer(ISSUER)
+    })
+    .await;
+    let kid_b = cp.pki.sa_b.kid.clone();
+    let cp = &*cp;
+    eventually("A retiring", WAIT, || async {
+        let (code, report, _) = status(cp);
+        (code == 1 && report["generation"]["keyId"] == kid_b.as_str()).then_some(report)
+    })
+    .await
+}
+
 fn verdict<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
     report["verdicts"]
         .as_array()
@@ -216,7 +234,7 @@ async fn the_verdict_follows_the_key_rotation() {
         ..ServiceAccountFlags::issuer(ISSUER)
     })
     .await;
-    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let kid_a = cp.pki.sa_a.kid.clone();
     let _guard = discovering(&cp, "mode: enforce\n").await;
     eventually("the ledger", WAIT, || async {
         let (code, report, _) = status(&cp);
@@ -246,18 +264,7 @@ async fn the_verdict_follows_the_key_rotation() {
     let (_inventory, health) = inventory(&cp).await;
     inventory_agrees(&cp, &health).await;
 
-    // Switch to B: A retires.
-    cp.restart_apiserver(ServiceAccountFlags {
-        signing: SaKey::B,
-        verifying: vec![SaKey::A, SaKey::B],
-        ..ServiceAccountFlags::issuer(ISSUER)
-    })
-    .await;
-    let report = eventually("A retiring", WAIT, || async {
-        let (code, report, _) = status(&cp);
-        (code == 1 && report["generation"]["keyId"] == kid_b.as_str()).then_some(report)
-    })
-    .await;
+    let report = switch_to_b(&mut cp).await;
     let a = verdict(&report, "key", &kid_a);
     assert_eq!(a["verdict"], "blockedBy", "{report:#}");
     let blockers = a["blockers"].as_array().expect("blockers");
@@ -454,7 +461,7 @@ async fn legacy_tokens_copies_and_recreated_accounts() {
         ..ServiceAccountFlags::issuer(ISSUER)
     })
     .await;
-    let (kid_a, kid_b) = (cp.pki.sa_a.kid.clone(), cp.pki.sa_b.kid.clone());
+    let kid_a = cp.pki.sa_a.kid.clone();
     let _guard = discovering(&cp, "mode: audit\n").await;
     eventually("the ledger", WAIT, || async {
         let (code, report, _) = status(&cp);
@@ -529,18 +536,7 @@ async fn legacy_tokens_copies_and_recreated_accounts() {
     assert_eq!(names(&app["pods"]), ["copy-before"], "{report:#}");
     assert_eq!(app["pods"][0]["brokenUntilRecreated"], true);
 
-    // Switch to B: A retires.
-    cp.restart_apiserver(ServiceAccountFlags {
-        signing: SaKey::B,
-        verifying: vec![SaKey::A, SaKey::B],
-        ..ServiceAccountFlags::issuer(ISSUER)
-    })
-    .await;
-    let report = eventually("A retiring", WAIT, || async {
-        let (code, report, _) = status(&cp);
-        (code == 1 && report["generation"]["keyId"] == kid_b.as_str()).then_some(report)
-    })
-    .await;
+    let report = switch_to_b(&mut cp).await;
     let a = verdict(&report, "key", &kid_a);
     assert_eq!(a["verdict"], "blockedBy", "{report:#}");
     let blockers: Vec<(&str, &str)> = a["blockers"]

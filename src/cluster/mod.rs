@@ -156,6 +156,14 @@ async fn config_with(
     })
 }
 
+/// Splits `FIRST/SECOND` (a ledger's NAMESPACE/NAME, an owner's KIND/NAME)
+/// into its two non-empty parts.
+pub(crate) fn split_pair(text: &str) -> Option<(String, String)> {
+    text.split_once('/')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+}
+
 /// The API server's clock: the `Date` of its answer to `GET /version`.
 /// Discovery checks the ledger's times against it before any probe has
 /// brought a token's `iat`, never against this replica's clock.

@@ -136,11 +136,7 @@ impl Shared {
 
 /// Runs the inventory until the process is stopped.
 pub async fn run(options: Options) -> Result<(), InventoryError> {
-    let (ledger_ns, ledger_name) = options
-        .ledger
-        .split_once('/')
-        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
-        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+    let (ledger_ns, ledger_name) = cluster::split_pair(&options.ledger)
         .ok_or_else(|| InventoryError::LedgerName(options.ledger.clone()))?;
     let base = match &options.config {
         Some(path) => Config::load(path)?.config,

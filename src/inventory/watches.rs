@@ -8,7 +8,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures::StreamExt;
@@ -24,7 +27,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Shared, metrics::ReasonLabels, table::PodTable};
+use super::{Cache, Shared, Synced, metrics::ReasonLabels, table::PodTable};
 use crate::{
     cluster::CappedBackoff,
     judge::Known,
@@ -199,9 +202,52 @@ fn key_of(meta: &kube::api::ObjectMeta) -> Option<(String, String)> {
     Some((meta.namespace.clone()?, meta.name.clone()?))
 }
 
-async fn replica_sets_watch(api: Api<PartialObjectMeta<ReplicaSet>>, shared: Arc<Shared>) {
+/// Keeps one map of the cache, by (namespace, name), from a metadata watch:
+/// `value` is what is kept of an object, `None` for nothing.
+async fn map_watch<K, V>(
+    api: Api<PartialObjectMeta<K>>,
+    shared: Arc<Shared>,
+    what: &'static str,
+    value: impl Fn(&PartialObjectMeta<K>) -> Option<V>,
+    map: fn(&mut Cache) -> &mut HashMap<(String, String), V>,
+    synced: fn(&Synced) -> &AtomicBool,
+) where
+    PartialObjectMeta<K>:
+        Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().page_size(PAGE_SIZE);
-    let mut fresh: Option<HashMap<(String, String), String>> = None;
+    let mut fresh: Option<HashMap<(String, String), V>> = None;
+    follow(api, config, what, |event| match event {
+        watcher::Event::Init => fresh = Some(HashMap::new()),
+        watcher::Event::InitApply(o) => {
+            if let (Some(fresh), Some(key), Some(v)) =
+                (fresh.as_mut(), key_of(&o.metadata), value(&o))
+            {
+                fresh.insert(key, v);
+            }
+        }
+        watcher::Event::InitDone => {
+            if let Some(fresh) = fresh.take() {
+                *map(&mut shared.cache()) = fresh;
+                synced(&shared.synced).store(true, Ordering::Release);
+            }
+        }
+        watcher::Event::Apply(o) => {
+            if let (Some(key), Some(v)) = (key_of(&o.metadata), value(&o)) {
+                map(&mut shared.cache()).insert(key, v);
+            }
+        }
+        watcher::Event::Delete(o) => {
+            if let Some(key) = key_of(&o.metadata) {
+                map(&mut shared.cache()).remove(&key);
+            }
+        }
+    })
+    .await;
+}
+
+/// ReplicaSets to the Deployment that controls them.
+async fn replica_sets_watch(api: Api<PartialObjectMeta<ReplicaSet>>, shared: Arc<Shared>) {
     let deployment = |rs: &PartialObjectMeta<ReplicaSet>| {
         rs.metadata
             .owner_references
@@ -210,66 +256,29 @@ async fn replica_sets_watch(api: Api<PartialObjectMeta<ReplicaSet>>, shared: Arc
             .find(|o| o.controller == Some(true) && o.kind == "Deployment")
             .map(|o| o.name.clone())
     };
-    follow(api, config, "ReplicaSets", |event| match event {
-        watcher::Event::Init => fresh = Some(HashMap::new()),
-        watcher::Event::InitApply(rs) => {
-            if let (Some(map), Some(key), Some(d)) =
-                (fresh.as_mut(), key_of(&rs.metadata), deployment(&rs))
-            {
-                map.insert(key, d);
-            }
-        }
-        watcher::Event::InitDone => {
-            if let Some(map) = fresh.take() {
-                shared.cache().deployments = map;
-                shared.synced.replica_sets.store(true, Ordering::Release);
-            }
-        }
-        watcher::Event::Apply(rs) => {
-            if let (Some(key), Some(d)) = (key_of(&rs.metadata), deployment(&rs)) {
-                shared.cache().deployments.insert(key, d);
-            }
-        }
-        watcher::Event::Delete(rs) => {
-            if let Some(key) = key_of(&rs.metadata) {
-                shared.cache().deployments.remove(&key);
-            }
-        }
-    })
+    map_watch(
+        api,
+        shared,
+        "ReplicaSets",
+        deployment,
+        |c| &mut c.deployments,
+        |s| &s.replica_sets,
+    )
     .await;
 }
 
+/// ServiceAccounts to their creation.
 async fn accounts_watch(api: Api<PartialObjectMeta<ServiceAccount>>, shared: Arc<Shared>) {
-    let config = watcher::Config::default().page_size(PAGE_SIZE);
-    let mut fresh: Option<crate::retirement::Accounts> = None;
     let created =
         |a: &PartialObjectMeta<ServiceAccount>| a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    follow(api, config, "ServiceAccounts", |event| match event {
-        watcher::Event::Init => fresh = Some(HashMap::new()),
-        watcher::Event::InitApply(a) => {
-            if let (Some(map), Some(key), Some(c)) =
-                (fresh.as_mut(), key_of(&a.metadata), created(&a))
-            {
-                map.insert(key, c);
-            }
-        }
-        watcher::Event::InitDone => {
-            if let Some(map) = fresh.take() {
-                shared.cache().accounts = map;
-                shared.synced.accounts.store(true, Ordering::Release);
-            }
-        }
-        watcher::Event::Apply(a) => {
-            if let (Some(key), Some(c)) = (key_of(&a.metadata), created(&a)) {
-                shared.cache().accounts.insert(key, c);
-            }
-        }
-        watcher::Event::Delete(a) => {
-            if let Some(key) = key_of(&a.metadata) {
-                shared.cache().accounts.remove(&key);
-            }
-        }
-    })
+    map_watch(
+        api,
+        shared,
+        "ServiceAccounts",
+        created,
+        |c| &mut c.accounts,
+        |s| &s.accounts,
+    )
     .await;
 }
 

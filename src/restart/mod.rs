@@ -64,10 +64,7 @@ pub enum RestartError {
 
 /// Parses `--owner KIND/NAME`.
 pub fn parse_owner(text: &str) -> Result<(String, String), RestartError> {
-    text.split_once('/')
-        .filter(|(k, n)| !k.is_empty() && !n.is_empty())
-        .map(|(k, n)| (k.to_owned(), n.to_owned()))
-        .ok_or_else(|| RestartError::Owner(text.to_owned()))
+    crate::cluster::split_pair(text).ok_or_else(|| RestartError::Owner(text.to_owned()))
 }
 
 /// Runs `restart` and returns its exit code.
@@ -137,31 +134,24 @@ pub async fn run(options: &Options) -> Result<u8, RestartError> {
                 {
                     return (i, Outcome::Skipped("not started: the run stopped".into()));
                 }
-                if !json_out {
-                    eprintln!(
-                        "[{}/{total}] {} {}/{}: {}",
-                        i + 1,
-                        step.kind,
-                        step.namespace,
-                        step.name,
-                        describe(&step.method)
-                    );
-                }
+                let progress = |what: &str| {
+                    if !json_out {
+                        eprintln!(
+                            "[{}/{total}] {} {}/{}: {what}",
+                            i + 1,
+                            step.kind,
+                            step.namespace,
+                            step.name
+                        );
+                    }
+                };
+                progress(describe(&step.method));
                 let outcome = act.step(step).await;
                 if matches!(outcome, Outcome::Failed(_)) {
                     failed.store(true, Ordering::Release);
                 }
                 record(api, step, &outcome).await;
-                if !json_out {
-                    eprintln!(
-                        "[{}/{total}] {} {}/{}: {}",
-                        i + 1,
-                        step.kind,
-                        step.namespace,
-                        step.name,
-                        outcome_text(&outcome)
-                    );
-                }
+                progress(&outcome_text(&outcome));
                 (i, outcome)
             }
         })

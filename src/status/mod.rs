@@ -220,10 +220,7 @@ async fn read_timeline(
     client: &kube::Client,
     options: &Options,
 ) -> Result<crate::state::Discovered, StatusError> {
-    let (ledger_ns, ledger_name) = options
-        .ledger
-        .split_once('/')
-        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+    let (ledger_ns, ledger_name) = cluster::split_pair(&options.ledger)
         .ok_or_else(|| StatusError::LedgerName(options.ledger.clone()))?;
     let read_ledger = |message: String| StatusError::Ledger {
         name: options.ledger.clone(),
