@@ -69,8 +69,21 @@ pub fn value(
     };
     let obj = <ObjectView as Deserialize>::deserialize(value)
         .map_err(|e| format!("not a readable {kind_name}: {e}"))?;
+    Ok(Some(view(config, known, kind, &obj, default_namespace)))
+}
+
+/// Judges an object already read into its view, as a submitted CREATE
+/// would be: what [`value`] does once it has read one, and what `status`
+/// does with a list's items read straight from the page's text.
+pub fn view(
+    config: &Config,
+    known: Known<'_>,
+    kind: Kind,
+    obj: &ObjectView<'_>,
+    default_namespace: &str,
+) -> Judgement {
     let namespace = obj.namespace_or(default_namespace);
-    let origin = Origin::of(&obj);
+    let origin = Origin::of(obj);
     let owner = match &origin {
         Origin::Controller(owner) => Some(owner.clone()),
         Origin::Submitted => None,
@@ -81,16 +94,16 @@ pub fn value(
         Subject {
             kind,
             namespace,
-            obj: &obj,
+            obj,
             old: None,
             origin,
         },
     );
-    Ok(Some(Judgement {
+    Judgement {
         kind,
         namespace: namespace.to_owned(),
         name: obj.meta().display_name(),
         owner,
         verdict,
-    }))
+    }
 }

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 pub(crate) use apiservers::{Addresses, ApiServers, Targets};
 pub(crate) use backoff::CappedBackoff;
-pub(crate) use pages::{list_pages, percent};
+pub(crate) use pages::{list_page_texts, list_pages, percent};
 pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub(crate) use secrets::LegacyTokenCache;
 pub(crate) use tls_secret::{Stored, TlsSecret, Written};

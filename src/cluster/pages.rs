@@ -2,8 +2,11 @@
 //! never round-tripped through typed structs, and holds one page at a time
 //! while it reads.
 
+use std::borrow::Cow;
+
 use kube::Client;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, value::RawValue};
 
 /// Objects asked for per page: the API server's own default for `kubectl`.
 const PAGE: usize = 500;
@@ -20,23 +23,12 @@ pub(crate) async fn list_pages(
     let mut next: Option<String> = None;
     let mut total = 0;
     loop {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!("{path}{separator}limit={PAGE}");
-        if let Some(token) = &next {
-            url.push_str("&continue=");
-            url.push_str(&percent(token));
-        }
-        let mut request = http::Request::get(url);
-        if metadata_only {
-            request = request.header(
-                http::header::ACCEPT,
-                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
-            );
-        }
-        let request = request
-            .body(Vec::new())
-            .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
-        let text = client.request_text(request).await?;
+        let text = fetch(
+            client.clone(),
+            page_url(path, next.as_deref()),
+            metadata_only,
+        )
+        .await?;
         let mut page: Value = serde_json::from_str(&text).map_err(kube::Error::SerdeError)?;
         next = page["metadata"]["continue"]
             .as_str()
@@ -52,6 +44,82 @@ pub(crate) async fn list_pages(
             return Ok(total);
         }
     }
+}
+
+/// One page as text: the continue token, and each item's own JSON text,
+/// borrowed from the page.
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow, default)]
+    metadata: RawPageMeta<'a>,
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawPageMeta<'a> {
+    #[serde(borrow, default, rename = "continue")]
+    next: Option<Cow<'a, str>>,
+}
+
+/// Reads every page of the list at `path` as [`list_pages`] does, but
+/// hands `each` the items' JSON text rather than values, and asks for the
+/// next page before `each` reads this one: the API server encodes a page
+/// while the caller judges the last, on the other core.
+pub(crate) async fn list_page_texts(
+    client: &Client,
+    path: &str,
+    mut each: impl FnMut(&[&str]),
+) -> Result<usize, kube::Error> {
+    let mut pending = Some(tokio::spawn(fetch(
+        client.clone(),
+        page_url(path, None),
+        false,
+    )));
+    let mut total = 0;
+    while let Some(fetching) = pending.take() {
+        let text = fetching
+            .await
+            .map_err(|e| kube::Error::Service(Box::new(e)))??;
+        let page: RawPage = serde_json::from_str(&text).map_err(kube::Error::SerdeError)?;
+        if let Some(next) = page.metadata.next.filter(|c| !c.is_empty()) {
+            pending = Some(tokio::spawn(fetch(
+                client.clone(),
+                page_url(path, Some(&next)),
+                false,
+            )));
+        }
+        let items: Vec<&str> = page.items.iter().flatten().map(|i| i.get()).collect();
+        total += items.len();
+        each(&items);
+    }
+    Ok(total)
+}
+
+fn page_url(path: &str, next: Option<&str>) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut url = format!("{path}{separator}limit={PAGE}");
+    if let Some(token) = next {
+        url.push_str("&continue=");
+        url.push_str(&percent(token));
+    }
+    url
+}
+
+/// One page's text. Owns its client, so that it can run as a task of its
+/// own while the last page is read.
+async fn fetch(client: Client, url: String, metadata_only: bool) -> Result<String, kube::Error> {
+    let mut request = http::Request::get(url);
+    if metadata_only {
+        request = request.header(
+            http::header::ACCEPT,
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        );
+    }
+    let request = request
+        .body(Vec::new())
+        .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
+    client.request_text(request).await
 }
 
 /// A continue token in a query: base64 and JSON, so `+`, `/` and `=` are

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod legacy;
+mod pod_text;
 mod pods;
 mod verdict;
 
@@ -15,6 +16,7 @@ use jiff::Timestamp;
 
 pub(crate) use accounts::{AccountReport, Accounts};
 pub(crate) use legacy::LegacyToken;
+pub(crate) use pod_text::judge_pod_text;
 pub(crate) use pods::{JudgedPod, Owner, judge_pod};
 #[cfg(test)]
 pub(crate) use verdict::Blocker;

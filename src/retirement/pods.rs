@@ -17,7 +17,7 @@ use crate::{
 
 /// The kubelet's default for a projected token that names no
 /// `expirationSeconds`; the API server's injected volume asks 3607.
-const DEFAULT_TTL_SECONDS: i64 = 3600;
+pub(super) const DEFAULT_TTL_SECONDS: i64 = 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodFacts {
@@ -123,16 +123,22 @@ pub(crate) struct JudgedPod {
 /// readable Pod: the caller says which and counts it.
 pub(crate) fn judge_pod(config: &Config, known: Known<'_>, pod: &Value) -> Option<JudgedPod> {
     let facts = PodFacts::of(pod);
-    let findings = match judge::value(config, known, pod, &facts.namespace) {
-        Ok(Some(j)) => j
+    match judge::value(config, known, pod, &facts.namespace) {
+        Ok(Some(j)) => Some(JudgedPod::new(facts, &j)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+impl JudgedPod {
+    pub(super) fn new(facts: PodFacts, judgement: &judge::Judgement) -> JudgedPod {
+        let findings = judgement
             .verdict
             .decided
             .iter()
             .map(|d| (d.finding.rule, d.finding.detail.clone()))
-            .collect(),
-        Ok(None) | Err(_) => return None,
-    };
-    Some(JudgedPod { facts, findings })
+            .collect();
+        JudgedPod { facts, findings }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `issuer-guard status`: whether the retiring issuer or key can be retired
 //! now, after a time, or which owners and pods block it; read from the live
 //! cluster with the caller's own credentials, the ledger's timeline and the
-//! same rules admission uses (`judge::value`).
+//! same rules admission uses (`judge::view`).
 
 mod output;
 mod signals;
@@ -19,7 +19,7 @@ use crate::{
     cluster::{self, ClusterError},
     config::{Config, ConfigError},
     judge::Known,
-    retirement::{Accounts, Evidence, LegacyToken, SecretKey, Verdict, judge_pod},
+    retirement::{Accounts, Evidence, LegacyToken, SecretKey, Verdict, judge_pod_text},
     rules::{LegacySecrets, NO_CREDENTIALS},
     state::ledger::{self, Window},
 };
@@ -136,21 +136,14 @@ pub(crate) async fn collect(options: &Options, progress: bool) -> Result<Collect
         ),
         None => format!("/api/v1{scope}/pods"),
     };
-    let listed = cluster::list_pages(&client, &pods_path, false, |items| {
-        for mut pod in items {
-            // A list's items carry no kind of their own.
-            if let Some(map) = pod.as_object_mut() {
-                map.insert("apiVersion".into(), Value::from("v1"));
-                map.insert("kind".into(), Value::from("Pod"));
-            }
-            match judge_pod(&config, known, &pod) {
-                Some(p) => judged.push(p),
+    let listed = cluster::list_page_texts(&client, &pods_path, |items| {
+        for item in items {
+            match judge_pod_text(&config, known, item) {
+                Ok(p) => judged.push(p),
                 // A live Pod the API server accepted is always readable.
-                None => eprintln!(
-                    "issuer-guard: pod {}/{} could not be read, and is left out",
-                    pod["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    pod["metadata"]["name"].as_str().unwrap_or_default()
-                ),
+                Err(what) => {
+                    eprintln!("issuer-guard: a pod could not be read ({what}), and is left out");
+                }
             }
         }
         if progress {
