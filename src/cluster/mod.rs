@@ -33,6 +33,8 @@ use tokio::task::JoinHandle;
 
 pub(crate) use apiservers::{Addresses, ApiServers, Targets};
 pub(crate) use backoff::CappedBackoff;
+#[cfg(feature = "test-support")]
+pub(crate) use pages::page_items;
 pub(crate) use pages::{list_page_texts, list_pages, percent};
 pub(crate) use reach::{Caller, Reachability, no_answer, watch_no_answer};
 pub(crate) use secrets::LegacyTokenCache;

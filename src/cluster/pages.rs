@@ -81,19 +81,33 @@ pub(crate) async fn list_page_texts(
         let text = fetching
             .await
             .map_err(|e| kube::Error::Service(Box::new(e)))??;
-        let page: RawPage = serde_json::from_str(&text).map_err(kube::Error::SerdeError)?;
-        if let Some(next) = page.metadata.next.filter(|c| !c.is_empty()) {
+        let (next, items) = page_items(&text).map_err(kube::Error::SerdeError)?;
+        if let Some(next) = next {
             pending = Some(tokio::spawn(fetch(
                 client.clone(),
                 page_url(path, Some(&next)),
                 false,
             )));
         }
-        let items: Vec<&str> = page.items.iter().flatten().map(|i| i.get()).collect();
         total += items.len();
         each(&items);
     }
     Ok(total)
+}
+
+/// A page's continue token (none on the last page) and its items' text.
+pub(crate) fn page_items(
+    text: &str,
+) -> Result<(Option<Cow<'_, str>>, Vec<&str>), serde_json::Error> {
+    let page: RawPage = serde_json::from_str(text)?;
+    let next = page.metadata.next.filter(|c| !c.is_empty());
+    let items = page
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(RawValue::get)
+        .collect();
+    Ok((next, items))
 }
 
 fn page_url(path: &str, next: Option<&str>) -> String {

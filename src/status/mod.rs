@@ -167,6 +167,29 @@ pub(crate) async fn collect(options: &Options, progress: bool) -> Result<Collect
     })
 }
 
+/// Judges every pod of one list page's text as `collect` does, or, with
+/// `fast` false, through a `serde_json::Value` per pod as `status` did
+/// before; returns how many were judged. For the benchmark.
+#[cfg(feature = "test-support")]
+pub fn judge_page(config: &Config, page: &str, fast: bool) -> usize {
+    let (secrets, known) = (LegacySecrets::default(), Known::secrets);
+    let known = known(&secrets);
+    let Ok((_, items)) = cluster::page_items(page) else {
+        return 0;
+    };
+    let judged = |item: &&&str| {
+        if fast {
+            judge_pod_text(config, known, item).is_ok()
+        } else {
+            let mut pod: Value = serde_json::from_str(item).unwrap_or_default();
+            pod["apiVersion"] = "v1".into();
+            pod["kind"] = "Pod".into();
+            crate::retirement::judge_pod(config, known, &pod).is_some()
+        }
+    };
+    items.iter().filter(judged).count()
+}
+
 /// Runs `status` and returns its exit code.
 pub async fn run(options: &Options) -> Result<u8, StatusError> {
     let collected = collect(options, options.output == Format::Table).await?;
