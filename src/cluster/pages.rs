@@ -1,6 +1,7 @@
 //! Paged lists read as raw JSON: `status` judges live objects as they are,
 //! never round-tripped through typed structs, and holds one page at a time
-//! while it reads.
+//! while it reads (two for pods: the one being judged and the next, being
+//! fetched).
 
 use std::borrow::Cow;
 
