@@ -351,6 +351,21 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    /// Its time, the API server's share, CPU and peak, as every run's line
+    /// gives them.
+    fn measures(&self) -> String {
+        format!(
+            "{:.2} s (API server {:.2} s over {} pod LISTs), {:.2} s CPU, peak {}",
+            self.wall.as_secs_f64(),
+            self.server.as_secs_f64(),
+            self.lists,
+            self.cpu.as_secs_f64(),
+            peak(self.peak_kib)
+        )
+    }
+}
+
 /// Runs `cmd` under GNU time (writing its peak into `peak_file`) when
 /// there is one, with stdout read through a pipe (kept when `keep`, else
 /// only counted), and reaps it with wait4 for its CPU time.
@@ -706,13 +721,9 @@ async fn inventory_and_status_over_many_pods_of_four_shapes() {
         )
         .await;
         eprintln!(
-            "pod scale: status run {}: {:.2} s (API server {:.2} s over {} pod LISTs), {:.2} s CPU, peak {}, exit {}",
+            "pod scale: status run {}: {}, exit {}",
             i + 1,
-            run.wall.as_secs_f64(),
-            run.server.as_secs_f64(),
-            run.lists,
-            run.cpu.as_secs_f64(),
-            peak(run.peak_kib),
+            run.measures(),
             run.code
         );
         assert!(
@@ -732,13 +743,9 @@ async fn inventory_and_status_over_many_pods_of_four_shapes() {
             let run =
                 run_with_server_share(&cp.client, cmd, false, cp.dir().join("kubectl.peak")).await;
             eprintln!(
-                "pod scale: kubectl get run {}: {:.2} s (API server {:.2} s over {} pod LISTs), {:.2} s CPU, peak {}, {:.1} MiB of JSON, exit {}",
+                "pod scale: kubectl get run {}: {}, {:.1} MiB of JSON, exit {}",
                 i + 1,
-                run.wall.as_secs_f64(),
-                run.server.as_secs_f64(),
-                run.lists,
-                run.cpu.as_secs_f64(),
-                peak(run.peak_kib),
+                run.measures(),
                 run.stdout_bytes as f64 / 1024.0 / 1024.0,
                 run.code
             );

@@ -172,8 +172,8 @@ pub(crate) async fn collect(options: &Options, progress: bool) -> Result<Collect
 /// before; returns how many were judged. For the benchmark.
 #[cfg(feature = "test-support")]
 pub fn judge_page(config: &Config, page: &str, fast: bool) -> usize {
-    let (secrets, known) = (LegacySecrets::default(), Known::secrets);
-    let known = known(&secrets);
+    let secrets = LegacySecrets::default();
+    let known = Known::secrets(&secrets);
     let Ok((_, items)) = cluster::page_items(page) else {
         return 0;
     };
